@@ -1,0 +1,3 @@
+from fmbench.cli import main_entry
+
+main_entry()

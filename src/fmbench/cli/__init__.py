@@ -1,0 +1,76 @@
+"""The `fmbench` command line: parsing only; every subcommand calls the library.
+
+Each subcommand lives in its own module here with `register(subparsers)` that adds its parser
+and sets `func(args) -> int`. `main(argv)` returns the exit code so tests run it in-process:
+0 success, 2 user error (one line on stderr, no traceback), 1 unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fmbench import __version__
+from fmbench.errors import FmbenchError
+
+SUBCOMMANDS = ("data", "train", "evaluate", "predict", "models", "run", "compare", "bench")
+
+EPILOG = """examples:
+  fmbench run                          train cnn_seed and vit_seed (quick preset), write the report
+  fmbench data --grid classes.png      find and verify Fashion-MNIST, draw examples of each class
+  fmbench train cnn_seed --preset quick --set epochs=5
+  fmbench evaluate runs/cnn_seed-quick --split test
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so that main() owns the exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise FmbenchError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every available subcommand."""
+    parser = _Parser(
+        prog="fmbench",
+        description="Train, evaluate and compare a CNN and a Vision Transformer on Fashion-MNIST.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fmbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"fmbench.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"fmbench.cli.{name}":
+                continue  # subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with `argv` (default: sys.argv[1:]) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except FmbenchError as e:
+        print(f"fmbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fmbench: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # --help / --version
+        return int(e.code or 0) if isinstance(e.code, int) else 0
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Options shared by several subcommands (data location, device) and their handling."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="directory with the four Fashion-MNIST IDX files (default: $FMBENCH_DATA_DIR, "
+                        "the cache, Debian's /usr/share/datasets/fashion-mnist, then download)")
+    g.add_argument("--mirror", action="append", metavar="URL",
+                   help="base URL to download from (repeatable; default: $FMBENCH_MIRRORS or the public mirrors)")
+    g.add_argument("--no-download", action="store_true", help="never download; fail if the data is not found")
+    g.add_argument("--no-verify", action="store_true", help="skip SHA-256 verification (MNIST-like data sets)")
+    g.add_argument("--cache-dir", type=Path, metavar="DIR", help="cache directory (default: ~/.cache/fmbench)")
+
+
+def load_data(args: argparse.Namespace):
+    """Find, verify and load the data set as the data options say; progress goes to stderr."""
+    from fmbench.data import load_fashion_mnist
+
+    return load_fashion_mnist(
+        args.data_dir, mirrors=args.mirror, download=not args.no_download, verify=not args.no_verify,
+        cache_dir=args.cache_dir, log=lambda s: print(s, file=sys.stderr))
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=os.environ.get("FMBENCH_DEVICE", "auto"),
+                   help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: bf16 where the device runs it fast, else fp32")
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, str]:
+    """--set items plus --precision, as one dict of overrides."""
+    from fmbench.config import parse_set_args
+
+    over = parse_set_args(getattr(args, "set", None))
+    if getattr(args, "precision", None):
+        over["precision"] = args.precision
+    return over

@@ -1,0 +1,27 @@
+"""`fmbench models`: list the registered models with parameters and FLOPs per image."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="list the registered models",
+        description="List the registered models with their parameter count, FLOPs per image and presets.",
+        epilog="example:\n  fmbench models",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fmbench.models import REGISTRY, count_flops, count_params, build_model
+
+    print(f"{'model':<10} {'params':>10} {'MFLOP/img':>10}  presets  description")
+    for name, spec in REGISTRY.items():
+        model = build_model(name)
+        print(f"{name:<10} {count_params(model):>10,} {count_flops(model) / 1e6:>10.2f}  "
+              f"{','.join(spec.presets)}  {spec.description}")
+    return 0

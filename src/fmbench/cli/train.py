@@ -1,0 +1,59 @@
+"""`fmbench train`: train one registered model in a run directory, or resume one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fmbench.cli.common import RAW, add_data_args, add_device_args, load_data, overrides_from
+from fmbench.errors import ConfigError
+
+EPILOG = """examples:
+  fmbench train cnn_seed                          the quick preset, run directory under runs/
+  fmbench train vit_seed --preset seed            the study's exact hyperparameters
+  fmbench train cnn_seed --set epochs=5 --set lr=3e-4 --out runs/cnn-try
+  fmbench train --resume runs/cnn-try             continue an interrupted run
+  torchrun --nproc-per-node 2 -m fmbench train cnn_seed     data parallel over 2 processes
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model", formatter_class=RAW, epilog=EPILOG,
+                       description="Train a registered model (see `fmbench models`) and evaluate it. "
+                                   "Writes config, metrics per epoch, checkpoints and the final "
+                                   "evaluation to a run directory.")
+    p.add_argument("model", nargs="?", help="registered model name, e.g. cnn_seed or vit_seed")
+    p.add_argument("--preset", default="quick", help="named hyperparameters: seed, quick, ... (default: quick)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/MODEL-PRESET-seedN-HASH)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="resume an interrupted run")
+    add_device_args(p)
+    add_data_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fmbench import training
+
+    if args.resume and args.model:
+        raise ConfigError("give either MODEL or --resume RUN_DIR, not both")
+    if not args.resume and not args.model:
+        raise ConfigError("missing MODEL (see `fmbench models`) or --resume RUN_DIR")
+    if args.resume:
+        rc = training.read_config(args.resume)
+        run_dir = args.resume
+    else:
+        rc = training.make_config(args.model, args.preset, overrides_from(args))
+        run_dir = args.out or training.default_run_dir(rc)
+        if training.is_complete(run_dir):
+            raise ConfigError(f"{run_dir} already holds a finished run; choose another --out")
+    data = load_data(args)
+    try:
+        training.train(rc, run_dir, data, args.device, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last finished epoch is saved. Resume with:\n"
+              f"  fmbench train --resume {run_dir}", file=sys.stderr)
+        return 130
+    print(f"run directory: {run_dir}")
+    return 0

@@ -1,0 +1,111 @@
+"""In-memory splits, batches as index slices, and augmentation of whole batches with tensor ops."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fmbench.config import TrainConfig
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (kept, held_out) with `fraction` of every class held out, from a seed."""
+    gen = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_held = int(round(len(idx) * fraction))
+        held.append(idx[:n_held])
+        kept.append(idx[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+def stratified_subset(indices: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """`n` of `indices`, with the class proportions of the whole (for fast experiments)."""
+    if n <= 0 or n >= len(indices):
+        return indices
+    _, chosen = stratified_split(labels[indices], n / len(indices), seed)
+    return indices[chosen]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train / validation / test as uint8 images (N, 28, 28) and int64 labels, on one device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def make_splits(ds, cfg: TrainConfig, device: torch.device) -> Splits:
+    """Hold out a stratified validation set (seeded), optionally subsample train; test stays whole."""
+    train_idx, val_idx = stratified_split(ds.train_labels, cfg.val_fraction, cfg.seed)
+    train_idx = stratified_subset(train_idx, ds.train_labels, cfg.train_size, cfg.seed)
+    to = lambda t: t.to(device)  # noqa: E731
+    return Splits(
+        to(ds.train_images[train_idx]), to(ds.train_labels[train_idx]),
+        to(ds.train_images[val_idx]), to(ds.train_labels[val_idx]),
+        to(ds.test_images), to(ds.test_labels),
+    )
+
+
+def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [0, 1]."""
+    x = images.unsqueeze(1).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random flips, zoom, rotation, shift and erasing of a float batch (B, 1, H, W), on its device."""
+    B, _, H, W = x.shape
+    dev = x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen, device=dev)
+
+    if cfg.aug_hflip > 0:
+        x = torch.where((rand(B) < cfg.aug_hflip).view(B, 1, 1, 1), x.flip(3), x)
+    if cfg.aug_vflip > 0:
+        x = torch.where((rand(B) < cfg.aug_vflip).view(B, 1, 1, 1), x.flip(2), x)
+    if cfg.aug_zoom > 0 or cfg.aug_rotation > 0:
+        # One affine resample per batch. theta maps output coords to input coords, so a scale
+        # s > 1 shows a larger area (zoom out) and s < 1 zooms in (Keras RandomZoom(z)).
+        scale = 1 + (2 * rand(B) - 1) * cfg.aug_zoom
+        angle = (2 * rand(B) - 1) * math.radians(cfg.aug_rotation)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if cfg.aug_translate > 0:
+        # Pad-and-crop shift by up to `t` pixels: roll a zero-padded batch, per sample offsets.
+        t = cfg.aug_translate
+        padded = F.pad(x, (t, t, t, t))
+        dy = torch.randint(0, 2 * t + 1, (B,), generator=gen, device=dev)
+        dx = torch.randint(0, 2 * t + 1, (B,), generator=gen, device=dev)
+        rows = (dy.view(B, 1) + torch.arange(H, device=dev)).view(B, 1, H, 1).expand(B, x.shape[1], H, W + 2 * t)
+        padded = padded.gather(2, rows)
+        cols = (dx.view(B, 1) + torch.arange(W, device=dev)).view(B, 1, 1, W).expand(B, x.shape[1], H, W)
+        x = padded.gather(3, cols)
+    if cfg.aug_erase > 0:
+        # Random erasing: one rectangle per chosen sample, 2-33% of the area, aspect in [0.3, 3.3].
+        area = (0.02 + 0.31 * rand(B)) * H * W
+        aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * rand(B))
+        h = (area * aspect).sqrt().clamp(1, H)
+        w = (area / aspect).sqrt().clamp(1, W)
+        y0 = rand(B) * (H - h)
+        x0 = rand(B) * (W - w)
+        ys = torch.arange(H, device=dev).view(1, H, 1)
+        xs = torch.arange(W, device=dev).view(1, 1, W)
+        box = ((ys >= y0.view(B, 1, 1)) & (ys < (y0 + h).view(B, 1, 1))
+               & (xs >= x0.view(B, 1, 1)) & (xs < (x0 + w).view(B, 1, 1)))
+        box &= (rand(B) < cfg.aug_erase).view(B, 1, 1)
+        x = x.masked_fill(box.unsqueeze(1), 0.0)
+    return x

@@ -1,0 +1,1 @@
+"""Training, evaluation, checkpoints and early stopping as plain functions and tiny objects."""

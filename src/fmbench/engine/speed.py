@@ -1,0 +1,45 @@
+"""Inference speed of a model on its device: images/s at a large batch and single-image latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from fmbench.runtime import autocast
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def measure_inference(model: nn.Module, device: torch.device, precision: str, batch_size: int = 1024,
+                      repeats: int = 3, latency_repeats: int = 30, channels_last: bool = False) -> dict[str, float]:
+    """{'infer_images_per_s', 'latency_ms'} on random inputs (median over repeats)."""
+    model.eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.rand(batch_size, 1, 28, 28, device=device).contiguous(memory_format=fmt)
+    one = x[:1].clone()
+    times, lat = [], []
+    with autocast(device, precision):
+        model(x)  # warm-up
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            model(x)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+        for _ in range(3):
+            model(one)
+        for _ in range(latency_repeats):
+            _sync(device)
+            t = time.perf_counter()
+            model(one)
+            _sync(device)
+            lat.append(time.perf_counter() - t)
+    return {"infer_images_per_s": round(batch_size / statistics.median(times), 1),
+            "latency_ms": round(1000 * statistics.median(lat), 3)}

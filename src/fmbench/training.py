@@ -1,0 +1,180 @@
+"""Runs: create a run directory, train a registered model in it, resume it, and load it back.
+
+The run directory layout is described in docs/design.md. This module ties together the
+config, the data splits, the model registry and the engine; the CLI only calls it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from fmbench import __version__
+from fmbench.config import TrainConfig, apply_overrides, config_hash, to_dict
+from fmbench.data.batches import make_splits
+from fmbench.engine import distributed as D
+from fmbench.engine.checkpoint import load_weights, save_weights
+from fmbench.engine.loop import evaluate, fit
+from fmbench.engine.speed import measure_inference
+from fmbench.errors import RunDirError
+from fmbench.fileio import read_json, write_json
+from fmbench.models import build_model, count_flops, count_params, get_spec, resolve_config
+from fmbench.runtime import capture_env, choose_device, choose_precision, seed_everything, set_threads
+
+FORMAT_VERSION = 1
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run, as stored in RUN_DIR/config.json."""
+
+    model: str
+    preset: str
+    overrides: dict[str, Any]
+    model_cfg: Any
+    train_cfg: TrainConfig
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.model, self.model_cfg, self.train_cfg)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "fmbench_version": __version__, "model": self.model,
+                "preset": self.preset, "overrides": self.overrides, "model_config": to_dict(self.model_cfg),
+                "train_config": to_dict(self.train_cfg), "config_hash": self.hash}
+
+
+def make_config(model: str, preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
+    model_cfg, train_cfg = resolve_config(model, preset, overrides)
+    return RunConfig(model, preset, dict(overrides or {}), model_cfg, train_cfg)
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    """The run's config.json, validated against this version's config classes."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory does not exist")
+    raw = read_json(run_dir / "config.json")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise RunDirError(f"{run_dir / 'config.json'}: format version {raw.get('format_version')!r}, "
+                          f"this fmbench reads version {FORMAT_VERSION}")
+    try:
+        spec = get_spec(raw["model"])
+        model_cfg = apply_overrides(spec.config_cls(), raw["model_config"])
+        train_cfg = apply_overrides(TrainConfig(), raw["train_config"])
+        return RunConfig(raw["model"], raw.get("preset", "?"), raw.get("overrides", {}), model_cfg, train_cfg)
+    except (KeyError, TypeError) as e:
+        raise RunDirError(f"{run_dir / 'config.json'}: missing or invalid field {e}") from None
+
+
+def default_run_dir(rc: RunConfig, root: Path = Path("runs")) -> Path:
+    return root / f"{rc.model}-{rc.preset}-seed{rc.train_cfg.seed}-{rc.hash[:8]}"
+
+
+def is_complete(run_dir: Path) -> bool:
+    path = Path(run_dir) / "summary.json"
+    try:
+        return path.exists() and read_json(path).get("status") == "complete"
+    except RunDirError:
+        return False
+
+
+def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume: bool = False,
+          log: Log = _stderr) -> Path:
+    """Train `rc` in `run_dir` on the loaded data set, evaluate it and write the run directory."""
+    run_dir = Path(run_dir)
+    cfg = rc.train_cfg
+    set_threads(cfg.threads)
+    device = choose_device(D.setup(device_name))
+    precision = choose_precision(cfg.precision, device)
+    if D.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_json(run_dir / "config.json", rc.to_json())
+        write_json(run_dir / "env.json", capture_env(device, precision, D.world_size(), cfg.batch_size))
+    seed_everything(cfg.seed)
+    model = build_model(rc.model, rc.model_cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    splits = make_splits(data, cfg, device)
+    log(f"training {rc.model} ({rc.preset}) on {device} in {precision}: {len(splits.train_y)} train, "
+        f"{len(splits.val_y)} val images; run directory {run_dir}")
+    if D.is_main() and not resume:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    result = fit(model, splits, cfg, run_dir, precision, resume=resume, log=log)
+    if D.is_main():
+        finish(rc, run_dir, model, splits, device, precision, data.test_hash, result, log)
+    D.barrier()
+    return run_dir
+
+
+def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch.device, precision: str,
+           test_hash: str, result: dict[str, Any], log: Log = _stderr, pretrained: bool = False) -> None:
+    """Clean evaluation on train/val/test, cost figures, and summary.json (written last)."""
+    from safetensors.torch import save_file
+
+    from fmbench.fileio import atomic_path
+
+    cfg = rc.train_cfg
+    splits_eval, probs = {}, None
+    for name, (x, y) in {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
+                         "test": (splits.test_x, splits.test_y)}.items():
+        splits_eval[name], p = evaluate(model, x, y, cfg, precision)
+        if name == "test":
+            probs = p
+        log(f"{name:>5}: loss {splits_eval[name]['loss']:.4f}  accuracy {splits_eval[name]['accuracy']:.4f}  "
+            f"weighted F1 {splits_eval[name]['f1_weighted']:.4f}")
+    write_json(run_dir / "eval.json", {"best_epoch": result.get("best_epoch"), "splits": splits_eval})
+    with atomic_path(run_dir / "test_outputs.safetensors") as tmp:
+        save_file({"probs": probs.float().cpu().contiguous(), "labels": splits.test_y.cpu().contiguous()}, str(tmp))
+    speed = measure_inference(model, device, precision, channels_last=cfg.channels_last)
+    epochs = _read_metrics(run_dir)
+    ips = [r["images_per_s"] for r in epochs]
+    summary = {
+        "status": "complete", "model": rc.model, "preset": rc.preset, "config_hash": rc.hash,
+        "params": count_params(model), "flops_per_image": count_flops(model),
+        **result, "train_images_per_s": round(sum(ips) / len(ips), 1) if ips else None, **speed,
+        "device": str(device), "precision": precision, "test_hash": test_hash, "pretrained": pretrained,
+        "test_accuracy": splits_eval["test"]["accuracy"], "test_f1_weighted": splits_eval["test"]["f1_weighted"],
+    }
+    write_json(run_dir / "summary.json", summary)
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    import json
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def resume(run_dir: Path, data, device_name: str = "auto", log: Log = _stderr) -> Path:
+    """Continue an interrupted run from its `last` checkpoint (model and config from the run dir)."""
+    rc = read_config(run_dir)
+    if is_complete(run_dir):
+        log(f"{run_dir} is already complete; nothing to resume")
+        return Path(run_dir)
+    return train(rc, run_dir, data, device_name, resume=True, log=log)
+
+
+def load_model(run_dir: Path, device: torch.device | str = "cpu", which: str = "best") -> tuple[nn.Module, RunConfig]:
+    """The run's model with its `best` (or `last`) weights, in eval mode."""
+    rc = read_config(run_dir)
+    model = build_model(rc.model, rc.model_cfg).to(device)
+    load_weights(model, Path(run_dir) / f"{which}.safetensors")
+    return model.eval(), rc
+
+
+__all__ = ["RunConfig", "make_config", "read_config", "train", "resume", "load_model", "finish",
+           "default_run_dir", "is_complete", "save_weights"]

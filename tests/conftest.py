@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny synthetic IDX data, the real data set, and an environment that never
+touches ~/.cache or the network.
+
+- `tiny_idx_dir`: a fresh directory with the four Fashion-MNIST file names holding random data
+  (TINY_TRAIN / TINY_TEST images, every class present) as real gzipped IDX files. Load it with
+  `load_fashion_mnist(tiny_idx_dir, verify=False)`: it is not Fashion-MNIST, so verification fails.
+- `make_tiny_idx`: the writer behind `tiny_idx_dir` (directory, n_train=, n_test=, seed=, compress=).
+- `run_cli`: `run_cli("data", "--no-download")` runs `fmbench.cli.main` in-process and returns
+  (exit code, stdout, stderr).
+- `real_data_dir`: the shared read-only copy of the real files (skips if absent). Never write there.
+- `real_dataset`: the real data set loaded once per session (verified), from a session cache.
+- autouse `_fmbench_env`: FMBENCH_CACHE_DIR points at a per-session temporary cache,
+  FMBENCH_DEBIAN_DIR at an empty directory, FMBENCH_MIRRORS at a closed local port with one
+  attempt and no backoff, FMBENCH_DATA_DIR is unset. A test that needs its own cache sets its own.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmbench.data.idx import idx_bytes
+
+TINY_TRAIN, TINY_TEST = 40, 20
+REAL_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/datasets/fashion-mnist"
+
+
+def write_tiny_idx(directory: Path, *, n_train: int = TINY_TRAIN, n_test: int = TINY_TEST,
+                   seed: int = 0, compress: bool = True) -> Path:
+    """Write random 28x28 images and labels (all 10 classes present) as the four IDX files."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        for stem, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
+            data = idx_bytes(array)
+            if compress:
+                (directory / f"{stem}.gz").write_bytes(gzip.compress(data, mtime=0))
+            else:
+                (directory / stem).write_bytes(data)
+    return directory
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path: Path) -> Path:
+    """A directory with tiny random Fashion-MNIST-shaped IDX files (.gz)."""
+    return write_tiny_idx(tmp_path / "tiny-idx")
+
+
+@pytest.fixture
+def make_tiny_idx():
+    """`write_tiny_idx(directory, *, n_train, n_test, seed, compress)` for tests that need variants."""
+    return write_tiny_idx
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture):
+    """Run the CLI in-process: run_cli(*argv) -> (exit code, stdout, stderr)."""
+    from fmbench.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # drop anything printed before
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The shared read-only directory with the real Fashion-MNIST .gz files."""
+    if not all((REAL_DATA_DIR / f"{s}.gz").is_file() for s in (
+            "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")):
+        pytest.skip(f"real Fashion-MNIST not found at {REAL_DATA_DIR}")
+    return REAL_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fmbench-cache")
+
+
+@pytest.fixture(scope="session")
+def real_dataset(session_cache: Path):
+    """The real data set, verified, loaded once per test session."""
+    from fmbench.data import load_fashion_mnist
+
+    if not REAL_DATA_DIR.is_dir():
+        pytest.skip(f"real Fashion-MNIST not found at {REAL_DATA_DIR}")
+    return load_fashion_mnist(REAL_DATA_DIR, cache_dir=session_cache, download=False, log=lambda m: None)
+
+
+@pytest.fixture(autouse=True)
+def _fmbench_env(monkeypatch: pytest.MonkeyPatch, session_cache: Path, tmp_path_factory) -> None:
+    """Keep every test off ~/.cache, /usr/share/datasets and the network."""
+    empty = tmp_path_factory.getbasetemp() / "empty-debian-dir"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("FMBENCH_CACHE_DIR", str(session_cache))
+    monkeypatch.setenv("FMBENCH_DEBIAN_DIR", str(empty))
+    monkeypatch.setenv("FMBENCH_MIRRORS", "http://127.0.0.1:9/")  # discard port: connection refused
+    monkeypatch.setenv("FMBENCH_DOWNLOAD_RETRIES", "1")
+    monkeypatch.setenv("FMBENCH_DOWNLOAD_BACKOFF", "0")
+    monkeypatch.setenv("FMBENCH_DOWNLOAD_TIMEOUT", "5")
+    monkeypatch.delenv("FMBENCH_DATA_DIR", raising=False)
