@@ -1,0 +1,75 @@
+"""`fmbench evaluate`: metrics of a run's best weights (or shipped weights) on one split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fmbench.cli.common import RAW, add_data_args, add_device_args, load_data
+
+EPILOG = """examples:
+  fmbench evaluate runs/cnn_seed-quick-seed42-1a2b3c4d
+  fmbench evaluate runs/vit-try --split val --json
+  fmbench evaluate --weights cnn_best               shipped weights, no training
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a trained run", formatter_class=RAW, epilog=EPILOG,
+                       description="Load a run's best weights and print loss, accuracy, weighted F1, the "
+                                   "per-class report and the confusion matrix for one split.")
+    p.add_argument("run_dir", nargs="?", type=Path, help="run directory written by `fmbench train`")
+    p.add_argument("--weights", metavar="NAME_OR_PATH", help="shipped weights name (see docs) or a .safetensors with its card")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split (default: test)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_device_args(p)
+    add_data_args(p)
+    p.set_defaults(func=run)
+
+
+def format_report(split: str, r: dict, classes: tuple[str, ...]) -> str:
+    """The metrics table, per-class report and confusion matrix as text."""
+    lines = [f"split {split} ({r['n']} images): loss {r['loss']:.4f}  accuracy {r['accuracy']:.4f}  "
+             f"weighted F1 {r['f1_weighted']:.4f}", "",
+             f"{'class':<13} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
+    for c in r["per_class"]:
+        lines.append(f"{c['class']:<13} {c['precision']:>9.4f} {c['recall']:>7.4f} {c['f1']:>7.4f} {c['support']:>8}")
+    lines += ["", "confusion matrix (rows: true, columns: predicted)",
+              "     " + " ".join(f"{i:>5}" for i in range(len(classes)))]
+    for i, row in enumerate(r["confusion_matrix"]):
+        lines.append(f"{i:>3}  " + " ".join(f"{v:>5}" for v in row) + f"  {classes[i]}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fmbench.data.batches import make_splits
+    from fmbench.engine.loop import evaluate
+    from fmbench.errors import ConfigError
+    from fmbench.runtime import choose_device, choose_precision
+    from fmbench.training import load_model
+
+    if bool(args.run_dir) == bool(args.weights):
+        raise ConfigError("give either RUN_DIR or --weights NAME_OR_PATH")
+    device = choose_device(args.device)
+    if args.weights:
+        from fmbench.weights import load_shipped
+
+        model, rc = load_shipped(args.weights, device)
+    else:
+        model, rc = load_model(args.run_dir, device)
+    precision = choose_precision(args.precision or rc.train_cfg.precision, device)
+    data = load_data(args)
+    splits = make_splits(data, rc.train_cfg, device)
+    x, y = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
+            "test": (splits.test_x, splits.test_y)}[args.split]
+    if rc.train_cfg.channels_last:
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
+    r, _ = evaluate(model, x, y, rc.train_cfg, precision)
+    if args.json:
+        print(json.dumps({"split": args.split, "model": rc.model, **r}))
+    else:
+        print(format_report(args.split, r, data.classes))
+    return 0

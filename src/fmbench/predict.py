@@ -1,0 +1,51 @@
+"""Image files -> model input: grayscale, 28x28 keeping the aspect ratio, light-on-dark like Fashion-MNIST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmbench.errors import FmbenchError
+
+
+def load_image(path: str | Path, size: int = 28) -> torch.Tensor:
+    """A PNG/JPEG (any size or mode) as a uint8 (size, size) tensor, garment light on black.
+
+    The image is converted to grayscale, scaled so that its longer side fits `size` (aspect ratio
+    kept), centred on a square canvas of the background colour, and inverted when its background
+    (the border pixels) is light, since Fashion-MNIST shows light garments on black.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))  # transparency -> white
+                im = Image.alpha_composite(canvas, im)
+            gray = im.convert("L")
+    except FileNotFoundError:
+        raise FmbenchError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise FmbenchError(f"{path}: not a readable image ({type(e).__name__})") from None
+    a = np.asarray(gray, dtype=np.uint8)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    if border.mean() > 127:
+        gray = ImageOps.invert(gray)
+    w, h = gray.size
+    scale = size / max(w, h)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    gray = gray.resize(new, Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (size, size), 0)
+    canvas.paste(gray, ((size - new[0]) // 2, (size - new[1]) // 2))
+    return torch.from_numpy(np.array(canvas, dtype=np.uint8))
+
+
+def load_images(paths: list[str | Path]) -> torch.Tensor:
+    """uint8 (N, 28, 28) for a list of image files; the first bad file raises FmbenchError."""
+    return torch.stack([load_image(p) for p in paths])

@@ -1,0 +1,110 @@
+"""Small synthetic run directories that follow the design.md contract, for report tests.
+
+Every run built here shares the same N test labels (so runs can be paired); which images a
+run gets right depends on (model, seed), and exactly round(accuracy * N) of them are right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from fmbench import CLASSES
+
+C = len(CLASSES)
+
+
+def shared_labels(n: int) -> np.ndarray:
+    """The shared test labels: every class present, fixed order."""
+    return np.random.default_rng(12345).permutation(np.arange(n) % C).astype(np.int64)
+
+
+def fake_images(n: int) -> torch.Tensor:
+    """(n, 28, 28) uint8 noise standing in for the test images."""
+    return torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def make_probs(labels: np.ndarray, accuracy: float, rng: np.random.Generator) -> np.ndarray:
+    """(N, C) float32 probabilities whose argmax is right for exactly round(accuracy * N) rows."""
+    n = labels.size
+    right = np.zeros(n, dtype=bool)
+    right[rng.choice(n, size=int(round(accuracy * n)), replace=False)] = True
+    # mistakes go mostly to the next class, sometimes the one after: a few dominant pairs
+    preds = np.where(right, labels, (labels + 1 + (rng.random(n) < 0.3)) % C)
+    probs = rng.random((n, C)) * 0.1
+    probs[np.arange(n), preds] = rng.uniform(0.5, 0.95, n) * 2
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def split_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """eval.json's per-split record, computed like the engine does."""
+    preds = probs.argmax(axis=1)
+    cm = np.zeros((C, C), dtype=np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    per_class, f1s, support = [], [], cm.sum(axis=1)
+    for k in range(C):
+        tp = cm[k, k]
+        prec = tp / cm[:, k].sum() if cm[:, k].sum() else 0.0
+        rec = tp / support[k] if support[k] else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        f1s.append(f1)
+        per_class.append({"class": CLASSES[k], "precision": float(prec), "recall": float(rec),
+                          "f1": float(f1), "support": int(support[k])})
+    return {"loss": float(-np.log(probs[np.arange(labels.size), labels]).mean()),
+            "accuracy": float((preds == labels).mean()),
+            "f1_weighted": float(np.sum(np.array(f1s) * support) / support.sum()),
+            "n": int(labels.size), "per_class": per_class, "confusion_matrix": cm.tolist()}
+
+
+def write_run(root: Path, model: str = "cnn_seed", *, n: int = 60, seed: int = 0,
+              accuracy: float = 0.8, epochs: int = 5, test_hash: str = "testhash-synthetic",
+              pretrained: bool = False, preset: str = "quick", name: str | None = None) -> Path:
+    """Write a complete run directory under `root` and return its path."""
+    d = Path(root) / (name or f"{model}-{preset}-s{seed}")
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([zlib.crc32(model.encode()), seed])
+    labels = shared_labels(n)
+    probs = make_probs(labels, accuracy, rng)
+    train_cfg = {"seed": seed, "epochs": epochs, "lr": 1e-3, "batch_size": 64}
+    blob = json.dumps([model, train_cfg], sort_keys=True).encode()
+    config = {"format_version": 1, "fmbench_version": "0.1.0", "model": model, "preset": preset,
+              "overrides": {"seed": seed}, "model_config": {"width": 8}, "train_config": train_cfg,
+              "config_hash": hashlib.sha256(blob).hexdigest()[:12]}
+    env = {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.4.6", "platform": "Linux",
+           "cpu": "synthetic", "device": "cpu", "precision": "fp32", "threads": 2,
+           "git_commit": "0123456789abcdef0123", "world_size": 1, "global_batch_size": 64,
+           "command": f"fmbench train {model}", "started": "2025-01-01T00:00:00"}
+    (d / "config.json").write_text(json.dumps(config, indent=2))
+    (d / "env.json").write_text(json.dumps(env, indent=2))
+    rows = []
+    if not pretrained:
+        for e in range(1, epochs + 1):
+            t = 1 - np.exp(-2 * e / epochs)      # saturating curves ending near `accuracy`
+            wobble = float(rng.normal(0, 0.005))
+            rows.append({"epoch": e, "train_loss": 1.6 - t, "train_accuracy": 0.3 + (accuracy - 0.2) * t,
+                         "train_f1": 0.28 + (accuracy - 0.2) * t, "val_loss": 1.7 - 0.9 * t + wobble,
+                         "val_accuracy": 0.3 + (accuracy - 0.3) * t + wobble,
+                         "val_f1": 0.28 + (accuracy - 0.3) * t + wobble, "lr": 1e-3,
+                         "epoch_time_s": 1.0, "images_per_s": 1000.0})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = {"test": split_metrics(labels, probs)}
+    for split, extra, size in (("train", 0.1, 5 * n), ("val", 0.02, n)):
+        lab = shared_labels(size)
+        splits[split] = split_metrics(lab, make_probs(lab, min(accuracy + extra, 1.0), rng))
+    best = max(1, epochs - 1)
+    (d / "eval.json").write_text(json.dumps({"best_epoch": best, "splits": splits}))
+    save_file({"probs": probs, "labels": labels}, str(d / "test_outputs.safetensors"))
+    summary = {"status": "complete", "model": model, "params": 100_000 if "cnn" in model else 250_000,
+               "flops_per_image": 2.5e6, "train_time_s": None if pretrained else 12.5 * epochs,
+               "epochs_run": 0 if pretrained else epochs, "best_epoch": None if pretrained else best,
+               "stopped_early": False, "train_images_per_s": None if pretrained else 5000.0,
+               "infer_images_per_s": 20000.0, "latency_ms": 1.25, "device": "cpu",
+               "precision": "fp32", "test_hash": test_hash, "pretrained": pretrained}
+    (d / "summary.json").write_text(json.dumps(summary, indent=2))
+    return d

@@ -1,0 +1,167 @@
+"""The comparison report built from synthetic run directories: content, figures, refusals."""
+
+import json
+import re
+
+import pytest
+from report_fixtures import fake_images, write_run
+
+from fmbench.errors import RunDirError
+from fmbench.report import build_report, load_run, load_runs, stats
+
+N = 60
+SECTIONS = ["1. Results on train, validation and test", "2. Learning curves", "3. Errors by class",
+            "4. Sample predictions", "5. Cost", "6. Is the difference real?", "7. Analysis"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Two models x two seeds plus a pretrained model, with (fake) test images."""
+    root = tmp_path_factory.mktemp("runs")
+    dirs = [write_run(root, "cnn_seed", n=N, seed=s, accuracy=a) for s, a in ((0, 0.85), (1, 0.9))]
+    dirs += [write_run(root, "vit_seed", n=N, seed=s, accuracy=a) for s, a in ((0, 0.7), (1, 0.75))]
+    dirs.append(write_run(root, "vit_pretrained", n=N, accuracy=0.8, pretrained=True))
+    out = root / "report"
+    html_path = build_report(dirs, out, test_images=fake_images(N), command="fmbench compare X Y")
+    return {"dirs": dirs, "out": out, "html": html_path.read_text(),
+            "md": (out / "report.md").read_text(), "html_path": html_path}
+
+
+def test_every_section_in_order_in_md_and_html(study):
+    md, html = study["md"], study["html"]
+    assert study["html_path"] == study["out"] / "report.html"
+    md_pos = [md.index(f"## {s}\n") for s in SECTIONS]
+    html_pos = [html.index(f">{s}</h2>") for s in SECTIONS]
+    assert md_pos == sorted(md_pos) and html_pos == sorted(html_pos)
+    for sub in ("Confusion matrices", "Per-class F1", "Most confused pairs", "Over seeds", "Provenance"):
+        assert f"### {sub}" in md and f">{sub}</h3>" in html
+    assert "<title>" in html and '<nav>' in html          # title and table of contents
+    for s in SECTIONS:
+        assert re.search(rf'<a href="#[^"]+">{re.escape(s)}</a>', html)
+
+
+def test_figures_written_referenced_and_embedded(study):
+    figs = sorted(p.name for p in (study["out"] / "figures").iterdir())
+    expected = {"curves_cnn_seed.png", "curves_vit_seed.png", "curves_all.png", "per_class_f1.png",
+                "sample_predictions.png"}
+    expected |= {f"{kind}_{m}.png" for kind in ("confusion", "confused")
+                 for m in ("cnn_seed", "vit_seed", "vit_pretrained")}
+    assert set(figs) == expected                           # no curves for the pretrained model
+    for name in figs:
+        assert (study["out"] / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](figures/{name})" in study["md"]
+    html = study["html"]
+    srcs = re.findall(r'<img src="([^"]*)"', html)
+    assert len(srcs) == len(figs)
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "http://" not in html and "https://" not in html and "figures/" not in html
+    assert not [p for p in study["out"].iterdir() if p.name.startswith(".")]   # temp dir gone
+
+
+def test_seed_groups_mean_std_and_pretrained_marked(study):
+    cnn = [load_run(d) for d in study["dirs"][:2]]
+    acc = stats.mean_std([r.eval["splits"]["test"]["accuracy"] * 100 for r in cnn])
+    assert f"| cnn_seed | test | " in study["md"]
+    assert f"{acc.mean:.2f} ± {acc.std:.2f}%" in study["md"]
+    assert "| cnn_seed | 0, 1 |" in study["md"]               # the over-seeds table
+    assert "permutation test" in study["md"]
+    assert "pretrained (evaluation only)" in study["md"]
+    assert "vit_pretrained: pretrained, evaluation only" in study["md"]
+
+
+def test_mcnemar_row_matches_the_runs(study):
+    a, b = load_run(study["dirs"][0]), load_run(study["dirs"][2])     # both seed 0
+    m = stats.mcnemar(a.preds, b.preds, a.labels)
+    row = next(line for line in study["md"].splitlines() if line.startswith("| cnn_seed | vit_seed | seed 0"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[7:9] == [str(m.b), str(m.c)]
+    assert "lowest seed both models share" in study["md"]
+
+
+def test_analysis_and_provenance_come_from_the_numbers(study):
+    md = study["md"]
+    analysis = md[md.index("## 7. Analysis"):]
+    assert "cnn_seed has the highest test accuracy" in analysis
+    assert "significant at 0.05" in analysis
+    assert "struggles most with" in analysis
+    assert "`fmbench compare X Y`" in analysis
+    for d in study["dirs"]:
+        cfg = json.loads((d / "config.json").read_text())
+        assert cfg["config_hash"] in analysis and str(d) in analysis
+    assert "0123456789ab" in analysis and "2.13.0" in analysis
+
+
+def test_sample_predictions_same_images_and_misclassifications_marked(study):
+    md = study["md"]
+    sec = md[md.index("## 4."):md.index("## 5.")]
+    rows = [line for line in sec.splitlines() if line.startswith("| #")]
+    assert len(rows) == 6
+    assert any("**✗ " in r for r in rows)                   # the fixture's vit_seed errs on some
+    assert '<td class="bad">✗ ' in study["html"]
+
+
+def test_without_images_notes_and_single_run_has_no_section_6(tmp_path):
+    d = write_run(tmp_path, "cnn_seed", n=N)
+    build_report([d], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## 6." not in md and "## 7. Analysis" in md and "Only one model" in md
+    assert "Example images omitted" in md
+    figs = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+    assert figs == {"curves_cnn_seed.png", "confusion_cnn_seed.png", "per_class_f1.png"}
+
+
+def test_wrong_number_of_images_is_a_note(tmp_path):
+    d = write_run(tmp_path, "cnn_seed", n=N)
+    build_report([d], tmp_path / "out", test_images=fake_images(N + 1))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Example images omitted: the given test images have shape (61, 28, 28)" in md
+
+
+def test_mismatched_test_hash_is_refused(tmp_path):
+    a = write_run(tmp_path, "cnn_seed", n=N)
+    b = write_run(tmp_path, "vit_seed", n=N, test_hash="another-test-set")
+    with pytest.raises(RunDirError, match="different test data"):
+        build_report([a, b], tmp_path / "out")
+    assert not (tmp_path / "out" / "report.html").exists()
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda d: (d / "summary.json").unlink(), "summary.json: file is missing"),
+    (lambda d: _edit(d / "summary.json", status="running"), "summary.json: status is 'running'"),
+    (lambda d: _edit(d / "config.json", format_version=2), "config.json: format_version 2"),
+    (lambda d: (d / "eval.json").unlink(), "eval.json: file is missing"),
+    (lambda d: (d / "env.json").unlink(), "env.json: file is missing"),
+    (lambda d: (d / "metrics.jsonl").unlink(), "metrics.jsonl: file is missing"),
+    (lambda d: (d / "test_outputs.safetensors").unlink(), "test_outputs.safetensors: file is missing"),
+    (lambda d: (d / "test_outputs.safetensors").write_bytes(b"junk"), "test_outputs.safetensors"),
+    (lambda d: (d / "metrics.jsonl").write_text("{not json\n"), "metrics.jsonl: line 1"),
+])
+def test_incomplete_run_dir_names_the_file(tmp_path, breakage, message):
+    d = write_run(tmp_path, "cnn_seed", n=N)
+    breakage(d)
+    with pytest.raises(RunDirError, match=re.escape(message)):
+        load_run(d)
+
+
+def _edit(path, **changes):
+    obj = json.loads(path.read_text())
+    obj.update(changes)
+    path.write_text(json.dumps(obj))
+
+
+def test_grouping_by_seed_and_labels(tmp_path):
+    dirs = [write_run(tmp_path, "cnn_seed", n=N, seed=s) for s in (2, 0, 1)]
+    dirs.append(write_run(tmp_path, "cnn_seed", n=N, seed=0, preset="full"))
+    groups = load_runs(dirs)
+    assert list(groups) == ["cnn_seed/quick", "cnn_seed/full"]
+    assert [r.seed for r in groups["cnn_seed/quick"]] == [0, 1, 2]
+    with pytest.raises(RunDirError, match="given twice"):
+        load_runs([dirs[0], dirs[0]])
+
+
+def test_rebuild_is_deterministic(tmp_path):
+    dirs = [write_run(tmp_path, m, n=N, accuracy=a) for m, a in (("cnn_seed", 0.9), ("vit_seed", 0.8))]
+    build_report(dirs, tmp_path / "out", command="c")
+    first = (tmp_path / "out" / "report.md").read_text()
+    build_report(dirs, tmp_path / "out", command="c")
+    assert (tmp_path / "out" / "report.md").read_text() == first
