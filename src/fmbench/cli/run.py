@@ -37,10 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fmbench.engine import distributed as D
-    from fmbench.study import run_study
+    from fmbench.study import plan_runs, run_study
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     command = "fmbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "fmbench run"
+    if not args.pretrained:
+        plan_runs(models, args.preset, overrides_from(args), args.seeds, args.out)  # bad options fail before loading data
     data = load_data(args)
     if args.pretrained:
         from fmbench.weights import pretrained_study

@@ -1,0 +1,64 @@
+"""`fmbench run` end to end: the study on a small real-data budget, reuse and resume of runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fmbench.study import plan_runs
+
+SECTIONS = ("1. Results", "2. Learning curves", "3. Errors by class", "4. Sample predictions", "5. Cost",
+            "6. Is the difference real?", "7. Analysis")
+
+
+def test_plan_runs_counts_seeds_up_from_the_preset(tmp_path: Path) -> None:
+    planned = plan_runs(["cnn_seed", "vit_seed"], "quick", {}, 3, tmp_path)
+    assert [(rc.model, rc.train_cfg.seed) for rc, _ in planned] == [
+        ("cnn_seed", 42), ("vit_seed", 42), ("cnn_seed", 43), ("vit_seed", 43), ("cnn_seed", 44), ("vit_seed", 44)]
+    assert len({d for _, d in planned}) == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--models", "cnn_seed,resnet999"], "unknown model 'resnet999'"),
+    (["--set", "epochs=-1"], "epochs must be >= 1"),
+    (["--preset", "nonsense"], "unknown preset 'nonsense'"),
+])
+def test_run_rejects_bad_options(run_cli, tiny_idx_dir: Path, tmp_path: Path, argv, message) -> None:
+    code, _, err = run_cli("run", *argv, "--out", tmp_path / "o", "--data-dir", tiny_idx_dir, "--no-verify")
+    assert code == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_end_to_end_on_real_data(run_cli, real_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    args = ("run", "--out", out, "--data-dir", real_data_dir, "--set", "epochs=1", "--set", "train_size=1000")
+    code, stdout, err = run_cli(*args)
+    assert code == 0, err
+    assert "report:" in stdout
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for section in SECTIONS:
+        assert section in md and section in html
+    assert "McNemar" in md
+    runs = sorted((out / "runs").iterdir())
+    assert [r.name.split("-")[0] for r in runs] == ["cnn_seed", "vit_seed"]
+    for r in runs:
+        summary = json.loads((r / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["epochs_run"] == 1
+        ev = json.loads((r / "eval.json").read_text())
+        assert ev["splits"]["test"]["n"] == 10_000  # the test set is always whole
+
+    # Run again: both runs are reused, nothing is trained.
+    code, _, err = run_cli(*args)
+    assert code == 0
+    assert err.count("reusing the finished run") == 2 and "training cnn_seed" not in err
+
+    # An interrupted run (no summary yet) is resumed rather than restarted.
+    cnn = runs[0]
+    (cnn / "summary.json").unlink()
+    code, _, err = run_cli(*args)
+    assert code == 0
+    assert "resuming the interrupted run" in err and "reusing the finished run" in err
