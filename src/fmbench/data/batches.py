@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fmbench.config import TrainConfig
+from fmbench.errors import ConfigError
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +49,9 @@ def make_splits(ds, cfg: TrainConfig, device: torch.device) -> Splits:
     """Hold out a stratified validation set (seeded), optionally subsample train; test stays whole."""
     train_idx, val_idx = stratified_split(ds.train_labels, cfg.val_fraction, cfg.seed)
     train_idx = stratified_subset(train_idx, ds.train_labels, cfg.train_size, cfg.seed)
+    if len(val_idx) == 0 or len(train_idx) < 2:
+        raise ConfigError(f"{len(ds.train_labels)} training images give {len(train_idx)} train and {len(val_idx)} "
+                          f"validation images with val_fraction={cfg.val_fraction}; both must be non-empty")
     to = lambda t: t.to(device)  # noqa: E731
     return Splits(
         to(ds.train_images[train_idx]), to(ds.train_labels[train_idx]),

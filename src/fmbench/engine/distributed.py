@@ -31,7 +31,7 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup(device_name: str, timeout_s: float = 300.0) -> str:
+def setup(device_name: str, timeout_s: float | None = None) -> str:
     """Join the process group torchrun describes; return the device name this rank should use.
 
     gloo on CPU, nccl on CUDA (one GPU per local rank). A rank that dies makes the others fail
@@ -40,6 +40,8 @@ def setup(device_name: str, timeout_s: float = 300.0) -> str:
     if not launched_by_torchrun() or dist.is_initialized():
         return device_name
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("FMBENCH_DIST_TIMEOUT", "300"))
     use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:
         if torch.cuda.device_count() <= local_rank:
