@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from fmbench.cli.common import add_data_args, load_data
 
 EPILOG = """examples:
   fmbench data                                  search, verify (download if needed), print counts
@@ -26,31 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data-dir", metavar="DIR",
-                   help="read the four IDX files (.gz or uncompressed) from DIR; it is an error if they are missing")
-    p.add_argument("--mirror", metavar="URL", action="append",
-                   help="download from this base URL (repeatable; default: $FMBENCH_MIRRORS or the public mirrors)")
-    p.add_argument("--no-download", action="store_true", help="never download; fail if the files are not found")
-    p.add_argument("--no-verify", action="store_true",
-                   help="skip the SHA-256 check (for another data set in the same IDX format)")
-    p.add_argument("--cache-dir", metavar="DIR",
-                   help="cache for downloads and parsed tensors (default: $FMBENCH_CACHE_DIR or ~/.cache/fmbench)")
+    add_data_args(p)
     p.add_argument("--grid", metavar="FILE.png", help="also draw 8 examples of each class into this image")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fmbench.data import load_fashion_mnist
     from fmbench.data.grid import figure_format, save_example_grid
 
     if args.grid:
         figure_format(args.grid)  # a bad file name fails before any loading or downloading
 
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr)
-
-    ds = load_fashion_mnist(args.data_dir, mirrors=args.mirror, download=not args.no_download,
-                            verify=not args.no_verify, cache_dir=args.cache_dir, log=progress)
+    ds = load_data(args)
     print(f"source:   {ds.source}")
     print("sha256:   " + ("not checked (--no-verify)" if args.no_verify
                           else "verified against the published Fashion-MNIST hashes"))
