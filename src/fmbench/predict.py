@@ -10,6 +10,18 @@ import torch
 from fmbench.errors import FmbenchError
 
 
+def _to_8bit_gray(im):
+    """Grayscale uint8 of any PIL mode; 16/32-bit and float images are rescaled, not clipped."""
+    from PIL import Image
+
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
+        return Image.fromarray(a.round().astype(np.uint8), mode="L")
+    return im.convert("L")
+
+
 def load_image(path: str | Path, size: int = 28) -> torch.Tensor:
     """A PNG/JPEG (any size or mode) as a uint8 (size, size) tensor, garment light on black.
 
@@ -28,7 +40,7 @@ def load_image(path: str | Path, size: int = 28) -> torch.Tensor:
                 im = im.convert("RGBA")
                 canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))  # transparency -> white
                 im = Image.alpha_composite(canvas, im)
-            gray = im.convert("L")
+            gray = _to_8bit_gray(im)
     except FileNotFoundError:
         raise FmbenchError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:

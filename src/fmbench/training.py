@@ -97,6 +97,7 @@ def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume:
     set_threads(cfg.threads)
     device = choose_device(D.setup(device_name))
     precision = choose_precision(cfg.precision, device)
+    splits = make_splits(data, cfg, device)  # a bad split fails before anything is written
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -106,7 +107,6 @@ def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume:
     model = build_model(rc.model, rc.model_cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    splits = make_splits(data, cfg, device)
     log(f"training {rc.model} ({rc.preset}) on {device} in {precision}: {len(splits.train_y)} train, "
         f"{len(splits.val_y)} val images; run directory {run_dir}")
     if D.is_main() and not resume:

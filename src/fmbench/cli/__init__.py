@@ -28,7 +28,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so that main() owns the exit code."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise FmbenchError(f"{self.prog}: {message}")
+        sub = self.prog.removeprefix("fmbench").strip()
+        raise FmbenchError(f"{sub}: {message}" if sub else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default: sys.argv[1:]) and return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # A subcommand whose positionals may follow its options (`predict RUN --top 2 a.png b.png`)
+        # names the list that takes them; anything else unrecognised is an error.
+        dest = getattr(args, "trailing_positionals", None)
+        if extra and dest and not any(e.startswith("-") for e in extra):
+            getattr(args, dest).extend(extra)
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

@@ -19,13 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Classify PNG/JPEG images of any size or mode. Each is converted to the "
                                    "model's input: grayscale, 28x28 keeping the aspect ratio, and inverted "
                                    "when its background is light (Fashion-MNIST shows light garments on black).")
-    p.add_argument("run_dir", nargs="?", type=Path, help="run directory (omit with --weights)")
-    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files")
+    p.add_argument("paths", nargs="*", metavar="[RUN_DIR] IMAGE", help="run directory (omit with --weights), then image files")
     p.add_argument("--weights", metavar="NAME_OR_PATH", help="use shipped weights instead of a run directory")
     p.add_argument("--top", type=int, default=3, metavar="K", help="how many classes to show (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_device_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, trailing_positionals="paths")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,12 +37,13 @@ def run(args: argparse.Namespace) -> int:
     from fmbench.runtime import choose_device, choose_precision
     from fmbench.training import load_model
 
-    images = list(args.images)
+    paths = [Path(p) for p in args.paths]
     if args.weights:
-        if args.run_dir is not None:
-            images.insert(0, args.run_dir)  # with --weights the first positional is an image
-    elif args.run_dir is None:
-        raise ConfigError("give a RUN_DIR or --weights NAME_OR_PATH")
+        run_dir, images = None, paths
+    elif not paths:
+        raise ConfigError("give a RUN_DIR or --weights NAME_OR_PATH, then IMAGE files")
+    else:
+        run_dir, images = paths[0], paths[1:]
     if not images:
         raise ConfigError("no IMAGE given")
     if not 1 <= args.top <= len(CLASSES):
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
         model, rc = load_shipped(args.weights, device)
     else:
-        model, rc = load_model(args.run_dir, device)
+        model, rc = load_model(run_dir, device)
     precision = choose_precision(args.precision or rc.train_cfg.precision, device)
     probs = predict_logits(model, x, 256, precision).softmax(1).cpu()
     top_p, top_i = probs.topk(args.top, dim=1)

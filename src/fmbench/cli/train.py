@@ -50,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{run_dir} already holds a finished run; choose another --out")
     data = load_data(args)
     try:
-        training.train(rc, run_dir, data, args.device, resume=bool(args.resume))
+        if args.resume:
+            training.resume(run_dir, data, args.device)
+        else:
+            training.train(rc, run_dir, data, args.device)
     except KeyboardInterrupt:
         print(f"\ninterrupted; the last finished epoch is saved. Resume with:\n"
               f"  fmbench train --resume {run_dir}", file=sys.stderr)
