@@ -22,11 +22,12 @@ from fmbench.config import TrainConfig
 from fmbench.data.batches import Splits, augment, to_input
 from fmbench.engine import distributed as D
 from fmbench.engine.checkpoint import load_state, load_weights, save_state, save_weights
+from fmbench.engine.fuse import cpu_view
 from fmbench.engine.metrics import confusion_update, report
 from fmbench.engine.stopping import EarlyStopping
 from fmbench.errors import TrainingDiverged
 from fmbench.fileio import write_bytes
-from fmbench.runtime import autocast
+from fmbench.runtime import autocast, keep_freed_memory
 
 NUM_CLASSES = 10
 
@@ -74,6 +75,10 @@ def train_one_epoch(model: nn.Module, raw: nn.Module, x: torch.Tensor, y: torch.
     """One pass over this rank's shard of a fresh permutation; returns running loss/accuracy/F1."""
     model.train()
     device = x.device
+    if device.type == "cpu":
+        keep_freed_memory()
+        if model is raw:
+            model = cpu_view(raw)  # same weights, fused CPU layers (engine/fuse.py)
     world, rank = D.world_size(), D.rank()
     perm = torch.randperm(len(y), generator=gen, device=device)
     perm = perm[rank::world][: len(y) // world]  # equal shard sizes keep ranks in step
@@ -113,6 +118,9 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, precision
                    channels_last: bool = False) -> torch.Tensor:
     """Float32 logits (N, C) for uint8 images (N, 28, 28), in large no-grad batches."""
     model.eval()
+    if x.device.type == "cpu":
+        keep_freed_memory()
+        model = cpu_view(model)
     out = []
     for start in range(0, len(x), batch_size):
         with autocast(x.device, precision):
@@ -163,17 +171,21 @@ def _truncate_metrics(path: Path, epochs: int) -> None:
 
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, precision: str,
-        resume: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
+        resume: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+        on_epoch: Callable[[int, dict[str, Any]], bool] | None = None) -> dict[str, Any]:
     """Train with early stopping, checkpoint every epoch, restore the best weights; return a summary.
 
     Writes RUN_DIR/metrics.jsonl, best.safetensors, last.safetensors and last.state.pt.
+    `on_epoch(epoch, record)` runs after each epoch's checkpoint (with the epoch's weights in
+    `model`); returning True stops training there (benchmarks/time_to_accuracy.py uses it).
     On KeyboardInterrupt the last finished epoch is on disk and the exception propagates.
     """
     from tqdm import tqdm
 
     device = splits.train_x.device
     raw = model
-    net = torch.compile(model) if cfg.compile else model
+    base = cpu_view(raw) if device.type == "cpu" and not cfg.compile else raw
+    net = torch.compile(base) if cfg.compile else base
     if D.world_size() > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     opt = make_optimizer(raw, cfg)
@@ -246,6 +258,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
                     f"val_loss {val['loss']:.4f} val_acc {val['accuracy']:.4f} val_f1 {val['f1_weighted']:.4f}  "
                     f"{seconds:.1f}s {record['images_per_s']:.0f} img/s{'  *' if improved else ''}",
                     file=sys.stderr)
+            if on_epoch is not None and on_epoch(epoch + 1, record):
+                break
             if D.broadcast_flag(stopper.should_stop, device):
                 stopped_early = epoch + 1 < cfg.epochs
                 log(f"early stopping after epoch {epoch + 1}: no {cfg.monitor} improvement for "

@@ -20,6 +20,7 @@ class CNNSeedConfig:
     dropout: float = 0.5
     dense_l2: float = 1e-3   # Keras kernel_regularizer=l2(f): adds f * sum(W**2) to the loss
     num_classes: int = 10
+    bn_momentum: float = 0.01  # PyTorch convention (weight of the new batch); 0.01 = Keras momentum 0.99
 
     def __post_init__(self) -> None:
         if min(self.conv1, self.conv2, self.dense) < 1:
@@ -28,16 +29,18 @@ class CNNSeedConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.dense_l2 < 0:
             raise ConfigError(f"dense_l2 must be >= 0, got {self.dense_l2}")
+        if not 0 < self.bn_momentum <= 1:
+            raise ConfigError(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
 
 
 class ConvBlock(nn.Sequential):
     """Conv 3x3 ('valid' padding) + ReLU -> BatchNorm -> MaxPool 2x2, as the study's Keras model."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, bn_momentum: float = 0.01) -> None:
         super().__init__(
             nn.Conv2d(c_in, c_out, kernel_size=3),
             nn.ReLU(inplace=True),
-            nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01),  # Keras defaults (momentum 0.99)
+            nn.BatchNorm2d(c_out, eps=1e-3, momentum=bn_momentum),  # Keras defaults: eps 1e-3, momentum 0.99
             nn.MaxPool2d(2),
         )
 
@@ -48,7 +51,8 @@ class CNNSeed(nn.Module):
     def __init__(self, cfg: CNNSeedConfig = CNNSeedConfig()) -> None:
         super().__init__()
         self.cfg = cfg
-        self.features = nn.Sequential(ConvBlock(1, cfg.conv1), ConvBlock(cfg.conv1, cfg.conv2))
+        self.features = nn.Sequential(ConvBlock(1, cfg.conv1, cfg.bn_momentum),
+                                      ConvBlock(cfg.conv1, cfg.conv2, cfg.bn_momentum))
         # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5
         self.dropout = nn.Dropout(cfg.dropout)
         self.dense = nn.Linear(cfg.conv2 * 5 * 5, cfg.dense)

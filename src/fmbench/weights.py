@@ -1,0 +1,211 @@
+"""Shipped weights: trained `cnn_best` / `vit_best` in the package, each with a JSON card.
+
+    src/fmbench/weights/NAME.safetensors   the model's state dict (fp16 storage, loaded as fp32)
+    src/fmbench/weights/NAME.json          the card: model, configs, training command, seed,
+                                           epochs, wall time, machine, test metrics, the weights
+                                           file's SHA-256, the test set's hash, the epoch curve
+
+`load_shipped` verifies the file against the card's SHA-256 before it loads anything.
+`pretrained_study` evaluates shipped weights into run directories (marked "pretrained") and
+builds the usual comparison report. `ship_run` writes a NAME.safetensors + card from a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from fmbench.config import TrainConfig, apply_overrides
+from fmbench.data.batches import make_splits
+from fmbench.engine.checkpoint import load_weights
+from fmbench.engine.loop import evaluate
+from fmbench.engine.speed import measure_inference
+from fmbench.errors import RunDirError
+from fmbench.fileio import atomic_path, read_json, write_json
+from fmbench.models import build_model, count_flops, count_params, get_spec
+from fmbench.runtime import capture_env, choose_device, choose_precision
+from fmbench.training import RunConfig, _read_metrics, is_complete, read_config
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CARD_VERSION = 1
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def available() -> list[str]:
+    """Names of the weights shipped in the package (a .safetensors with its .json card)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def resolve(name_or_path: str | Path) -> tuple[Path, Path]:
+    """(weights file, card) for a shipped name or a path to a .safetensors with NAME.json beside it."""
+    text = str(name_or_path)
+    if text in available():
+        path = WEIGHTS_DIR / f"{text}.safetensors"
+    else:
+        path = Path(text)
+        if path.suffix != ".safetensors" or not path.is_file():
+            raise RunDirError(f"{text!r} is neither shipped weights ({', '.join(available()) or 'none'}) "
+                              f"nor an existing .safetensors file")
+    card = path.with_suffix(".json")
+    if not card.is_file():
+        raise RunDirError(f"{path}: its card {card.name} is missing (a .safetensors needs its .json beside it)")
+    return path, card
+
+
+def read_card(name_or_path: str | Path) -> dict[str, Any]:
+    """The JSON card of shipped weights (not verified; `load_shipped` verifies)."""
+    return read_json(resolve(name_or_path)[1])
+
+
+def card_run_config(card: dict[str, Any], where: Path | str = "card") -> RunConfig:
+    """The RunConfig stored in a card, validated against this version's config classes."""
+    try:
+        cfg = card["config"]
+        spec = get_spec(card["model"])
+        model_cfg = apply_overrides(spec.config_cls(), cfg["model_config"])
+        train_cfg = apply_overrides(TrainConfig(), cfg["train_config"])
+        return RunConfig(card["model"], cfg.get("preset", "?"), cfg.get("overrides", {}), model_cfg, train_cfg)
+    except (KeyError, TypeError) as e:
+        raise RunDirError(f"{where}: missing or invalid field {e}") from None
+
+
+def load_shipped(name_or_path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
+    """(model in eval mode, its RunConfig) from shipped weights; refuses a file whose SHA-256 is wrong."""
+    path, card_path = resolve(name_or_path)
+    card = read_json(card_path)
+    expected = card.get("sha256")
+    if not isinstance(expected, str):
+        raise RunDirError(f"{card_path}: no 'sha256' of the weights file")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise RunDirError(f"{path}: SHA-256 mismatch: the card {card_path.name} expects {expected}, "
+                          f"the file has {actual}; refusing to load modified or corrupt weights")
+    rc = card_run_config(card, card_path)
+    model = build_model(rc.model, rc.model_cfg).to(device)
+    load_weights(model, path)
+    return model.eval(), rc
+
+
+def pretrained_study(models: list[str], out_dir: Path, data, device: str = "auto", command: str = "",
+                     log: Log = _stderr) -> Path:
+    """Evaluate shipped weights into OUT/runs/NAME-pretrained and build the report; returns report.html.
+
+    Only validation and test are evaluated (not the 54,000 training images), to keep this about a minute.
+    """
+    from fmbench.report import build_report
+
+    out_dir = Path(out_dir)
+    dev = choose_device(device)
+    run_dirs = []
+    for name in models:
+        run_dir = out_dir / "runs" / f"{Path(str(name)).name.removesuffix('.safetensors')}-pretrained"
+        evaluate_shipped(name, run_dir, data, dev, log=log)
+        run_dirs.append(run_dir)
+    return build_report(run_dirs, out_dir, test_images=data.test_images, command=command)
+
+
+def evaluate_shipped(name_or_path: str | Path, run_dir: Path, data, device: torch.device,
+                     log: Log = _stderr) -> Path:
+    """Write an evaluation-only run directory (summary.json has "pretrained": true) for shipped weights."""
+    model, rc = load_shipped(name_or_path, device)
+    card = read_card(name_or_path)
+    cfg = rc.train_cfg
+    precision = choose_precision(cfg.precision, device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").unlink(missing_ok=True)  # complete only once everything is rewritten
+    write_json(run_dir / "config.json", rc.to_json())
+    write_json(run_dir / "env.json", {**capture_env(device, precision, 1, cfg.batch_size),
+                                      "weights": str(name_or_path), "weights_sha256": card["sha256"]})
+    curve = card.get("curve") or []
+    (run_dir / "metrics.jsonl").write_text("".join(_json_line(r) for r in curve))
+    splits = make_splits(data, cfg, device)
+    log(f"evaluating shipped {rc.model} ({card['sha256'][:12]}) on {device} in {precision}")
+    result = {}
+    for split, (x, y) in {"val": (splits.val_x, splits.val_y), "test": (splits.test_x, splits.test_y)}.items():
+        result[split], probs = evaluate(model, x, y, cfg, precision)
+        log(f"{split:>5}: loss {result[split]['loss']:.4f}  accuracy {result[split]['accuracy']:.4f}  "
+            f"weighted F1 {result[split]['f1_weighted']:.4f}")
+    write_json(run_dir / "eval.json", {"best_epoch": card.get("best_epoch"), "splits": result})
+    with atomic_path(run_dir / "test_outputs.safetensors") as tmp:
+        save_file({"probs": probs.float().cpu().contiguous(), "labels": splits.test_y.cpu().contiguous()}, str(tmp))
+    speed = measure_inference(model, device, precision, channels_last=cfg.channels_last)
+    write_json(run_dir / "summary.json", {
+        "status": "complete", "model": rc.model, "preset": rc.preset, "config_hash": rc.hash,
+        "params": count_params(model), "flops_per_image": count_flops(model),
+        "train_time_s": card.get("train_time_s"), "epochs_run": card.get("epochs"),
+        "best_epoch": card.get("best_epoch"), "stopped_early": False, "train_images_per_s": None, **speed,
+        "device": str(device), "precision": precision, "test_hash": data.test_hash, "pretrained": True,
+        "weights_sha256": card["sha256"], "card_test_accuracy": card["test"]["accuracy"],
+        "test_accuracy": result["test"]["accuracy"], "test_f1_weighted": result["test"]["f1_weighted"],
+    })
+    return run_dir
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    return json.dumps(row) + "\n"
+
+
+def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype: torch.dtype = torch.float16,
+             command: str | None = None, extra: dict[str, Any] | None = None, log: Log = _stderr) -> dict[str, Any]:
+    """Write OUT/NAME.safetensors (best weights stored as `dtype`) and its card from a finished run.
+
+    The card's test metrics are those of the stored (rounded) weights, evaluated here on `data`.
+    `command` replaces env.json's (which a resumed run overwrites with `fmbench train --resume`);
+    `extra` adds fields to the card (wall time, notes).
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not is_complete(run_dir):
+        raise RunDirError(f"{run_dir}: not a complete run")
+    rc, summary, env = read_config(run_dir), read_json(run_dir / "summary.json"), read_json(run_dir / "env.json")
+    if summary["test_hash"] != data.test_hash:
+        raise RunDirError(f"{run_dir}: evaluated on a different test set than the one given")
+    state = load_file(str(run_dir / "best.safetensors"))
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{name}.safetensors"
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp), metadata={"model": rc.model, "format": "fmbench-weights-1"})
+    card = {
+        "card_version": CARD_VERSION, "name": name, "model": rc.model, "sha256": sha256_file(weights),
+        "dtype": str(dtype).removeprefix("torch."), "bytes": weights.stat().st_size,
+        "config": {k: v for k, v in rc.to_json().items() if k != "format_version"},
+        "command": command or env.get("command"), "seed": rc.train_cfg.seed, "epochs": summary["epochs_run"],
+        "best_epoch": summary["best_epoch"], "train_time_s": summary["train_time_s"],
+        "params": summary["params"], "flops_per_image": summary["flops_per_image"],
+        "machine": {k: env.get(k) for k in ("cpu", "device", "threads", "precision", "platform", "torch",
+                                            "git_commit", "started")},
+        "test_hash": data.test_hash,
+        "run_test": {k: v for k, v in read_json(run_dir / "eval.json")["splits"]["test"].items()
+                     if k in ("accuracy", "f1_weighted", "loss")},
+        "curve": _read_metrics(run_dir), **(extra or {}),
+    }
+    write_json(weights.with_suffix(".json"), {**card, "test": {}})  # provisional: lets load_shipped verify
+    model, _ = load_shipped(weights, "cpu")
+    if rc.train_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    splits = make_splits(data, rc.train_cfg, torch.device("cpu"))
+    precision = choose_precision(rc.train_cfg.precision, torch.device("cpu"))
+    test, _ = evaluate(model, splits.test_x, splits.test_y, rc.train_cfg, precision)
+    card["test"] = {k: test[k] for k in ("accuracy", "f1_weighted", "loss", "n")}
+    write_json(weights.with_suffix(".json"), card)
+    log(f"shipped {weights} ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:12]}): test accuracy "
+        f"{test['accuracy']:.4f} (run: {card['run_test']['accuracy']:.4f})")
+    return card

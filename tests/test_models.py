@@ -1,0 +1,273 @@
+"""The model registry and the models: shapes, gradients, overfitting one batch, cost, architecture.
+
+Every behavioural test is parametrized over `fmbench.models.REGISTRY`, so a model added there is
+covered without touching this file. The architecture tests pin the study's two models.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
+
+from fmbench.config import apply_overrides, field_names
+from fmbench.errors import ConfigError
+from fmbench.models import REGISTRY, build_model, count_flops, count_params, get_spec, resolve_config
+from fmbench.models.cnn import CNNSeedConfig
+from fmbench.models.vit import ViTConfig
+
+MODELS = list(REGISTRY)
+
+
+def _batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+
+
+def _without_dropout(name: str) -> nn.Module:
+    """The registered model with every dropout-like rate its config exposes set to 0."""
+    spec = get_spec(name)
+    off = {k: 0.0 for k in ("dropout", "drop_path", "attn_dropout") if k in field_names(spec.config_cls)}
+    return spec.build(apply_overrides(spec.config_cls(), off))
+
+
+# ---------------------------------------------------------------- the registry
+
+def test_registry_holds_the_study_models():
+    assert {"cnn_seed", "vit_seed"} <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_has_the_default_cli_preset_and_valid_presets(name):
+    spec = get_spec(name)
+    assert "quick" in spec.presets, "`fmbench train MODEL` uses --preset quick by default"
+    assert spec.description
+    for preset in spec.presets:  # every preset resolves to valid configs
+        model_cfg, train_cfg = resolve_config(name, preset)
+        assert isinstance(model_cfg, spec.config_cls)
+        assert train_cfg.epochs >= 1
+
+
+def test_unknown_model_lists_the_registered_ones():
+    with pytest.raises(ConfigError) as e:
+        get_spec("resnet999")
+    assert "unknown model 'resnet999'" in str(e.value)
+    for name in MODELS:
+        assert name in str(e.value)
+
+
+# ---------------------------------------------------------------- behaviour of every model
+
+@pytest.mark.parametrize("name", MODELS)
+def test_output_shape(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    model.eval()
+    with torch.no_grad():
+        for n in (1, 5):
+            x, _ = _batch(n)
+            assert model(x).shape == (n, 10)
+            # the engine feeds channels_last batches; the result must not depend on memory layout
+            cl = x.contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(model(cl), model(x), rtol=1e-4, atol=1e-5)
+    model.train()
+    x, _ = _batch(4)
+    assert model(x).shape == (4, 10)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_parameter_gets_a_finite_nonzero_gradient(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    model.train()
+    x, y = _batch(8)
+    loss = F.cross_entropy(model(x), y)
+    if hasattr(model, "regularization_loss"):
+        loss = loss + model.regularization_loss()
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.requires_grad, pname
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_fixed_batch_can_be_overfitted(name):
+    """10 random images, one per class, no augmentation, dropout off: Adam memorises them.
+
+    Measured with one thread on the busy 2-core machine: the CNNs need 3 steps (< 1 s), vit_best
+    about 35 (5 s), vit_seed 55-70 (8 s; its 16-dim embedding over 8 heads learns slowly). With 16
+    images the ViTs needed 1.5-3x more steps. The cap of 300 leaves room for other seeds and BLAS.
+    """
+    torch.manual_seed(0)
+    model = _without_dropout(name)
+    model.train()
+    x, y = _batch(10, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = None
+    for step in range(300):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        first = loss.item() if first is None else first
+        accuracy = (logits.argmax(1) == y).float().mean().item()
+        if accuracy == 1.0 and loss.item() < 0.7:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert accuracy == 1.0 and loss.item() < 0.7, (
+        f"{name}: after {step + 1} steps loss {first:.3f} -> {loss.item():.3f}, train accuracy {accuracy:.3f}")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_same_seed_builds_the_same_model(name):
+    torch.manual_seed(3)
+    a = build_model(name).state_dict()
+    torch.manual_seed(3)
+    b = build_model(name).state_dict()
+    torch.manual_seed(4)
+    c = build_model(name).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_params_and_flops_are_positive_and_flops_keep_the_mode(name):
+    model = build_model(name)
+    assert count_params(model) > 0
+    model.train()
+    flops = count_flops(model)
+    assert flops > 0
+    assert model.training, "count_flops must restore training mode"
+    model.eval()
+    assert count_flops(model) == flops and not model.training
+
+
+# ---------------------------------------------------------------- cnn_seed: the study's CNN
+
+def test_cnn_seed_flops_match_the_study():
+    """Forward FLOPs per image (multiply-add = 2): 19.4 M; forward + backward about 3x = 58 M."""
+    flops = count_flops(build_model("cnn_seed"))
+    expected = 2 * (26 * 26 * 64 * 9 * 1 + 11 * 11 * 128 * 9 * 64 + 3200 * 128 + 128 * 10)
+    assert flops == pytest.approx(expected, rel=0.01)
+    assert flops == pytest.approx(19.4e6, rel=0.01)
+    assert 3 * flops == pytest.approx(58e6, rel=0.01)
+
+
+def test_cnn_seed_parameter_count_matches_keras():
+    # Keras' summary says 486,282 params, of which 384 are BatchNorm moving statistics
+    # (2 x (64 + 128)); PyTorch keeps those as buffers.
+    assert count_params(build_model("cnn_seed")) == 486_282 - 2 * (64 + 128)
+
+
+def test_cnn_seed_architecture():
+    """Conv 64 3x3 valid -> ReLU -> BN -> MaxPool, Conv 128 -> ReLU -> BN -> MaxPool, flatten 3200,
+    Dropout 0.5, Dense 128 + ReLU, Dense 10: checked by the order in which layers run."""
+    model = build_model("cnn_seed")
+    assert model.cfg == CNNSeedConfig() and model.cfg.dropout == 0.5
+    calls: list[tuple[nn.Module, tuple, tuple]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, tuple(i[0].shape), tuple(o.shape))))
+             for m in model.modules() if not list(m.children())]
+    model.eval()
+    with torch.no_grad():
+        model(_batch(2)[0])
+    for h in hooks:
+        h.remove()
+    kinds = [type(m) for m, _, _ in calls]
+    assert kinds == [nn.Conv2d, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d,
+                     nn.Conv2d, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d,
+                     nn.Dropout, nn.Linear, nn.Linear]
+    conv1, conv2 = calls[0][0], calls[4][0]
+    for conv, c_in, c_out in ((conv1, 1, 64), (conv2, 64, 128)):
+        assert (conv.in_channels, conv.out_channels) == (c_in, c_out)
+        assert conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (0, 0)  # 'valid'
+        assert conv.bias is not None
+    for bn in (calls[2][0], calls[6][0]):  # Keras BatchNormalization defaults
+        assert bn.eps == 1e-3 and bn.momentum == pytest.approx(0.01)
+    for pool in (calls[3][0], calls[7][0]):
+        assert pool.kernel_size == 2
+    assert [o for _, _, o in calls[:8:4]] == [(2, 64, 26, 26), (2, 128, 11, 11)]
+    assert calls[3][2] == (2, 64, 13, 13) and calls[7][2] == (2, 128, 5, 5)
+    assert calls[8][0].p == 0.5 and calls[8][1] == (2, 3200)             # dropout on the flattened 3200
+    dense, head = calls[9][0], calls[10][0]
+    assert (dense.in_features, dense.out_features) == (3200, 128)
+    assert (head.in_features, head.out_features) == (128, 10)
+
+
+def test_cnn_seed_dense_layer_has_a_relu_and_an_l2_penalty():
+    model = build_model("cnn_seed").eval()
+    seen = {}
+    model.head.register_forward_hook(lambda m, i, o: seen.update(head_in=i[0]))
+    with torch.no_grad():
+        model(_batch(16)[0] - 0.5)
+    assert (seen["head_in"] >= 0).all() and (seen["head_in"] == 0).any()  # ReLU after Dense(128)
+    expected = 1e-3 * model.dense.weight.pow(2).sum()
+    torch.testing.assert_close(model.regularization_loss(), expected)
+
+
+# ---------------------------------------------------------------- vit_seed: the study's ViT
+
+def test_vit_seed_architecture():
+    """49 patches of 4x4 -> dim 16, a class token, learned position embedding (1, 50, 16),
+    6 blocks of 8 heads (2 dims each), MLP 768, head 16 -> 10."""
+    model = build_model("vit_seed")
+    cfg = model.cfg
+    assert cfg == ViTConfig()
+    assert (cfg.patch_size, cfg.dim, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.pool) == (4, 16, 6, 8, 768, "cls")
+    assert isinstance(model.pos_embed, nn.Parameter) and model.pos_embed.shape == (1, 50, 16)
+    assert isinstance(model.cls_token, nn.Parameter) and model.cls_token.shape == (1, 1, 16)
+    assert len(model.blocks) == 6
+    for block in model.blocks:
+        assert block.attn.heads == 8
+        assert (block.attn.qkv.in_features, block.attn.qkv.out_features) == (16, 48)
+        hidden = [m for m in block.mlp.modules() if isinstance(m, nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in hidden] == [(16, 768), (768, 16)]
+    assert (model.head.in_features, model.head.out_features) == (16, 10)
+
+    seen = {}
+    model.patch_embed.register_forward_hook(lambda m, i, o: seen.update(tokens=tuple(o.shape)))
+    model.blocks[0].register_forward_hook(lambda m, i, o: seen.update(block=tuple(o.shape)))
+    model.eval()
+    with torch.no_grad():
+        model(_batch(3)[0])
+    assert seen["tokens"] == (3, 49, 16)   # (B, 7 * 7 patches, dim)
+    assert seen["block"] == (3, 50, 16)    # (B, class token + 49 patches, dim)
+
+
+def test_vit_patches_are_4x4_in_row_major_order():
+    """Changing the pixels of one patch changes exactly that patch's token."""
+    model = build_model("vit_seed").eval()
+    x = _batch(1)[0]
+    y = x.clone()
+    y[0, 0, 8:12, 4:8] += 1.0  # patch row 2, column 1 -> token 2 * 7 + 1
+    with torch.no_grad():
+        changed = (model.patch_embed(x) != model.patch_embed(y)).any(-1)[0]
+    assert changed.nonzero().flatten().tolist() == [15]
+
+
+def test_vit_rejects_a_wrong_input_shape():
+    with pytest.raises(ValueError, match=r"expected input \(B, 1, 28, 28\), got \(2, 1, 32, 32\)"):
+        build_model("vit_seed")(torch.zeros(2, 1, 32, 32))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"patch_size": 5}, "image size 28 is not divisible by patch size 5"),
+    ({"heads": 3}, "dim 16 is not divisible by heads 3"),
+    ({"pool": "max"}, "pool must be 'cls' or 'mean'"),
+    ({"dropout": 1.0}, "dropout and drop_path must be in [0, 1)"),
+])
+def test_vit_config_errors_say_what_is_wrong(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        ViTConfig(**overrides)
+    assert message in str(e.value)
+
+
+def test_vit_variants_still_give_logits():
+    """The config switches other presets use: mean pooling, sin-cos positions, stochastic depth."""
+    torch.manual_seed(0)
+    model = build_model("vit_seed", ViTConfig(pool="mean", pos_embed="sincos", drop_path=0.1, depth=2))
+    assert model(_batch(4)[0]).shape == (4, 10)
+    assert not any(n == "pos_embed" for n, _ in model.named_parameters())  # fixed, not learned
