@@ -168,10 +168,6 @@ def test_huge_learning_rate_diverges(tmp_path):
         fit(net, splits, cfg, run_dir, "fp32", log=quiet)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/loop.py fit.on_step: a divergence in epoch 1 says 'The best weights (epoch 0) are intact in "
-    "RUN/best.safetensors', but no best.safetensors exists yet; the message should say that no epoch "
-    "finished (no checkpoint) when stopper.best_epoch == 0"))
 def test_divergence_in_the_first_epoch_does_not_promise_a_missing_checkpoint(tmp_path):
     net, splits, cfg, run_dir = _fit_setup(tmp_path, epochs=2, lr=1e30)
     with pytest.raises(TrainingDiverged) as e:
@@ -351,11 +347,6 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, re
     assert_same_run(reference, run_dir)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/loop.py fit(): when the checkpoint is already at the last epoch (a run interrupted during "
-    "finish(), e.g. Ctrl-C in the final evaluation) no epoch runs, `epoch` keeps its initial value "
-    "start_epoch, and `epochs_run = epoch + 1` reports epochs + 1 in summary.json; fix: keep "
-    "epochs_run = start_epoch before the loop and set it to epoch + 1 inside it"))
 def test_resume_after_the_last_epoch_only_finishes_the_run(tmp_path, monkeypatch, reference_run):
     stub_speed(monkeypatch)
     reference = reference_run("cnn_seed")
@@ -366,11 +357,6 @@ def test_resume_after_the_last_epoch_only_finishes_the_run(tmp_path, monkeypatch
     assert_same_run(reference, run_dir)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/loop.py fit(): resuming a run that had already stopped early (interrupted during finish()) "
-    "trains on: the restored EarlyStopping says should_stop, but the loop only checks it after another "
-    "epoch, so metrics.jsonl gains an epoch the uninterrupted run never had; fix: skip the loop when "
-    "the restored stopper.should_stop is True (and report stopped_early = start_epoch < cfg.epochs)"))
 def test_resume_of_an_early_stopped_run_does_not_train_on(tmp_path, monkeypatch):
     stub_speed(monkeypatch)
     stops = {"epochs": 6, "patience": 1, "min_delta": 10.0}  # stops after epoch 2 (see above)

@@ -219,15 +219,18 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         if step % check_every == 0:
             value = loss.item()
             if not math.isfinite(value):
+                kept = (f"the best weights (epoch {stopper.best_epoch}) are intact in {run_dir / 'best.safetensors'}"
+                        if stopper.best_epoch else "no epoch had finished, so no weights were saved")
                 raise TrainingDiverged(
-                    f"loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                    f"The best weights (epoch {stopper.best_epoch}) are intact in {run_dir / 'best.safetensors'}; "
-                    "try a lower lr or --set grad_clip=1")
+                    f"loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped; {kept}. "
+                    "Try a lower lr or --set grad_clip=1")
             bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {value:.4f}", refresh=False)
 
-    stopped_early = False
+    stopped_early = stopper.should_stop  # a resumed run that had already stopped early trains no more
+    epochs_run = start_epoch
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, cfg.epochs if not stopped_early else start_epoch):
+            epochs_run = epoch + 1
             t0 = time.perf_counter()
             tr = train_one_epoch(net, raw, splits.train_x, splits.train_y, cfg, opt, sched, gen, precision, on_step)
             t_train = time.perf_counter() - t0
@@ -269,6 +272,5 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         bar.close()
     D.barrier()
     load_weights(raw, run_dir / "best.safetensors")
-    epochs_run = epoch + 1
     return {"train_time_s": round(train_time, 2), "epochs_run": epochs_run, "best_epoch": stopper.best_epoch,
             "stopped_early": stopped_early, "monitor": cfg.monitor, "best_value": stopper.best}
