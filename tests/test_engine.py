@@ -426,3 +426,34 @@ def test_measure_inference_reports_positive_speed():
     r = measure_inference(build_model("cnn_seed"), CPU, "fp32", batch_size=8, repeats=1, latency_repeats=2)
     assert set(r) == {"infer_images_per_s", "latency_ms"}
     assert r["infer_images_per_s"] > 0 and r["latency_ms"] > 0
+
+
+def test_fp16_training_uses_a_gradient_scaler(monkeypatch):
+    """fp16 steps go through GradScaler (scale, unscale for clipping, step, update)."""
+    import fmbench.engine.loop as L
+    from fmbench.config import TrainConfig
+
+    calls = []
+
+    class SpyScaler(torch.amp.GradScaler):
+        def scale(self, outputs):
+            calls.append("scale")
+            return super().scale(outputs)
+
+        def step(self, optimizer, *a, **k):
+            calls.append("step")
+            return super().step(optimizer, *a, **k)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    cfg = TrainConfig(batch_size=8, epochs=1, grad_clip=1.0, channels_last=False, precision="fp32")
+    opt = L.make_optimizer(model, cfg)
+    sched = L.make_scheduler(opt, cfg, 2)
+    x = torch.randint(0, 256, (16, 28, 28), dtype=torch.uint8)
+    y = torch.arange(16) % 10
+    scaler = SpyScaler("cpu", init_scale=2.0 ** 8)
+    before = model[1].weight.detach().clone()
+    out = L.train_one_epoch(model, model, x, y, cfg, opt, sched, torch.Generator().manual_seed(0), "fp32",
+                            scaler=scaler)
+    assert calls == ["scale", "step", "scale", "step"]
+    assert math.isfinite(out["loss"]) and not torch.equal(before, model[1].weight)

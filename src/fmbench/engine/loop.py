@@ -71,7 +71,8 @@ def steps_per_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
 
 def train_one_epoch(model: nn.Module, raw: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                     opt: torch.optim.Optimizer, sched, gen: torch.Generator, precision: str,
-                    on_step: Callable[[int, torch.Tensor], None] | None = None) -> dict[str, float]:
+                    on_step: Callable[[int, torch.Tensor], None] | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """One pass over this rank's shard of a fresh permutation; returns running loss/accuracy/F1."""
     model.train()
     device = x.device
@@ -97,10 +98,18 @@ def train_one_epoch(model: nn.Module, raw: nn.Module, x: torch.Tensor, y: torch.
         if regularizer is not None:
             loss = loss + regularizer()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
         sched.step()
         with torch.no_grad():
             loss_sum += loss.detach() * len(idx)
@@ -191,6 +200,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
     opt = make_optimizer(raw, cfg)
     spe = steps_per_epoch(len(splits.train_y), cfg.batch_size, D.world_size())
     sched = make_scheduler(opt, cfg, spe)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     stopper = EarlyStopping(cfg.monitor, cfg.patience, cfg.min_delta)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     metrics_path = run_dir / "metrics.jsonl"
@@ -201,6 +211,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         load_weights(raw, run_dir / "last.safetensors")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         stopper.load_state_dict(state["stopper"])
         _set_rng_state(state["rng"], gen)
         start_epoch, train_time = int(state["epoch"]), float(state["train_time_s"])
@@ -232,7 +244,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         for epoch in range(start_epoch, cfg.epochs if not stopped_early else start_epoch):
             epochs_run = epoch + 1
             t0 = time.perf_counter()
-            tr = train_one_epoch(net, raw, splits.train_x, splits.train_y, cfg, opt, sched, gen, precision, on_step)
+            tr = train_one_epoch(net, raw, splits.train_x, splits.train_y, cfg, opt, sched, gen, precision, on_step,
+                                 scaler)
             t_train = time.perf_counter() - t0
             val, _ = evaluate(raw, splits.val_x, splits.val_y, cfg, precision, shard=True)
             seconds = time.perf_counter() - t0
@@ -253,6 +266,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
                 save_state(run_dir / "last.state.pt", {
                     "epoch": epoch + 1, "train_time_s": train_time, "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "stopper": stopper.state_dict(), "rng": _rng_state(gen),
+                    "scaler": scaler.state_dict() if scaler is not None else {},
                 })
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")

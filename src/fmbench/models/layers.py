@@ -33,6 +33,8 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype,
     Uses the default generator unless one is given, so `torch.manual_seed` makes it repeatable
     and `torch.get_rng_state` captures it (as for nn.Dropout).
     """
+    if p == 0:
+        return torch.ones(shape, dtype=dtype, device=device) if out is None else out.fill_(1)
     n = math.prod(shape)
     # from=-2**63, to=None: the full 64-bit range. random_() without arguments leaves the top bit
     # at 0, which would make every fourth 16-bit lane non-uniform.
