@@ -230,7 +230,7 @@ def test_divergence_is_exit_2_with_one_error_line(run_cli, tiny_idx_dir, tmp_pat
     assert code == 2 and out == "" and "Traceback" not in err
     errors = [ln for ln in err.splitlines() if "error" in ln]
     assert len(errors) == 1 and errors[0].startswith("fmbench: error: loss became ")
-    assert "try a lower lr or --set grad_clip=1" in errors[0]
+    assert "Try a lower lr or --set grad_clip=1" in errors[0]
     assert not (tmp_path / "run" / "summary.json").exists()
 
 

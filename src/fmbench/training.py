@@ -68,13 +68,18 @@ def read_config(run_dir: Path) -> RunConfig:
     if raw.get("format_version") != FORMAT_VERSION:
         raise RunDirError(f"{run_dir / 'config.json'}: format version {raw.get('format_version')!r}, "
                           f"this fmbench reads version {FORMAT_VERSION}")
+    return run_config_from(raw["model"] if "model" in raw else None, raw, run_dir / "config.json")
+
+
+def run_config_from(model: str | None, cfg: dict[str, Any], where: Path | str) -> RunConfig:
+    """A RunConfig from its JSON form (config.json or a weights card), validated against this version."""
     try:
-        spec = get_spec(raw["model"])
-        model_cfg = apply_overrides(spec.config_cls(), raw["model_config"])
-        train_cfg = apply_overrides(TrainConfig(), raw["train_config"])
-        return RunConfig(raw["model"], raw.get("preset", "?"), raw.get("overrides", {}), model_cfg, train_cfg)
+        spec = get_spec(model)
+        model_cfg = apply_overrides(spec.config_cls(), cfg["model_config"])
+        train_cfg = apply_overrides(TrainConfig(), cfg["train_config"])
+        return RunConfig(model, cfg.get("preset", "?"), cfg.get("overrides", {}), model_cfg, train_cfg)
     except (KeyError, TypeError) as e:
-        raise RunDirError(f"{run_dir / 'config.json'}: missing or invalid field {e}") from None
+        raise RunDirError(f"{where}: missing or invalid field {e}") from None
 
 
 def default_run_dir(rc: RunConfig, root: Path = Path("runs")) -> Path:

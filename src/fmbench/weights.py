@@ -22,16 +22,15 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from fmbench.config import TrainConfig, apply_overrides
 from fmbench.data.batches import make_splits
 from fmbench.engine.checkpoint import load_weights
 from fmbench.engine.loop import evaluate
 from fmbench.engine.speed import measure_inference
 from fmbench.errors import RunDirError
 from fmbench.fileio import atomic_path, read_json, write_json
-from fmbench.models import build_model, count_flops, count_params, get_spec
+from fmbench.models import build_model, count_flops, count_params
 from fmbench.runtime import capture_env, choose_device, choose_precision
-from fmbench.training import RunConfig, _read_metrics, is_complete, read_config
+from fmbench.training import RunConfig, _read_metrics, is_complete, read_config, run_config_from
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CARD_VERSION = 1
@@ -74,14 +73,9 @@ def read_card(name_or_path: str | Path) -> dict[str, Any]:
 
 def card_run_config(card: dict[str, Any], where: Path | str = "card") -> RunConfig:
     """The RunConfig stored in a card, validated against this version's config classes."""
-    try:
-        cfg = card["config"]
-        spec = get_spec(card["model"])
-        model_cfg = apply_overrides(spec.config_cls(), cfg["model_config"])
-        train_cfg = apply_overrides(TrainConfig(), cfg["train_config"])
-        return RunConfig(card["model"], cfg.get("preset", "?"), cfg.get("overrides", {}), model_cfg, train_cfg)
-    except (KeyError, TypeError) as e:
-        raise RunDirError(f"{where}: missing or invalid field {e}") from None
+    if not isinstance(card.get("config"), dict):
+        raise RunDirError(f"{where}: missing or invalid field 'config'")
+    return run_config_from(card.get("model"), card["config"], where)
 
 
 def load_shipped(name_or_path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
