@@ -126,22 +126,9 @@ def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume:
 def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch.device, precision: str,
            test_hash: str, result: dict[str, Any], log: Log = _stderr, pretrained: bool = False) -> None:
     """Clean evaluation on train/val/test, cost figures, and summary.json (written last)."""
-    from safetensors.torch import save_file
-
-    from fmbench.fileio import atomic_path
-
     cfg = rc.train_cfg
-    splits_eval, probs = {}, None
-    for name, (x, y) in {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
-                         "test": (splits.test_x, splits.test_y)}.items():
-        splits_eval[name], p = evaluate(model, x, y, cfg, precision)
-        if name == "test":
-            probs = p
-        log(f"{name:>5}: loss {splits_eval[name]['loss']:.4f}  accuracy {splits_eval[name]['accuracy']:.4f}  "
-            f"weighted F1 {splits_eval[name]['f1_weighted']:.4f}")
-    write_json(run_dir / "eval.json", {"best_epoch": result.get("best_epoch"), "splits": splits_eval})
-    with atomic_path(run_dir / "test_outputs.safetensors") as tmp:
-        save_file({"probs": probs.float().cpu().contiguous(), "labels": splits.test_y.cpu().contiguous()}, str(tmp))
+    splits_eval = write_evaluation(run_dir, model, cfg, precision, splits, ("train", "val", "test"),
+                                   result.get("best_epoch"), log)
     speed = measure_inference(model, device, precision, channels_last=cfg.channels_last)
     epochs = _read_metrics(run_dir)
     ips = [r["images_per_s"] for r in epochs]
@@ -153,6 +140,28 @@ def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch
         "test_accuracy": splits_eval["test"]["accuracy"], "test_f1_weighted": splits_eval["test"]["f1_weighted"],
     }
     write_json(run_dir / "summary.json", summary)
+
+
+def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precision: str, splits,
+                     names: tuple[str, ...], best_epoch: int | None, log: Log = _stderr) -> dict[str, dict]:
+    """Evaluate `model` cleanly on the named splits (test last); write eval.json and test_outputs."""
+    from safetensors.torch import save_file
+
+    from fmbench.fileio import atomic_path
+
+    data = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
+            "test": (splits.test_x, splits.test_y)}
+    metrics, probs = {}, None
+    for name in names:
+        metrics[name], p = evaluate(model, *data[name], cfg, precision)
+        if name == "test":
+            probs = p
+        log(f"{name:>5}: loss {metrics[name]['loss']:.4f}  accuracy {metrics[name]['accuracy']:.4f}  "
+            f"weighted F1 {metrics[name]['f1_weighted']:.4f}")
+    write_json(run_dir / "eval.json", {"best_epoch": best_epoch, "splits": metrics})
+    with atomic_path(run_dir / "test_outputs.safetensors") as tmp:
+        save_file({"probs": probs.float().cpu().contiguous(), "labels": splits.test_y.cpu().contiguous()}, str(tmp))
+    return metrics
 
 
 def _read_metrics(run_dir: Path) -> list[dict]:

@@ -30,7 +30,8 @@ from fmbench.errors import RunDirError
 from fmbench.fileio import atomic_path, read_json, write_json
 from fmbench.models import build_model, count_flops, count_params
 from fmbench.runtime import capture_env, choose_device, choose_precision
-from fmbench.training import RunConfig, _read_metrics, is_complete, read_config, run_config_from
+from fmbench.training import (RunConfig, _read_metrics, is_complete, read_config, run_config_from,
+                               write_evaluation)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CARD_VERSION = 1
@@ -132,14 +133,7 @@ def evaluate_shipped(name_or_path: str | Path, run_dir: Path, data, device: torc
     (run_dir / "metrics.jsonl").write_text("".join(_json_line(r) for r in curve))
     splits = make_splits(data, cfg, device)
     log(f"evaluating shipped {rc.model} ({card['sha256'][:12]}) on {device} in {precision}")
-    result = {}
-    for split, (x, y) in {"val": (splits.val_x, splits.val_y), "test": (splits.test_x, splits.test_y)}.items():
-        result[split], probs = evaluate(model, x, y, cfg, precision)
-        log(f"{split:>5}: loss {result[split]['loss']:.4f}  accuracy {result[split]['accuracy']:.4f}  "
-            f"weighted F1 {result[split]['f1_weighted']:.4f}")
-    write_json(run_dir / "eval.json", {"best_epoch": card.get("best_epoch"), "splits": result})
-    with atomic_path(run_dir / "test_outputs.safetensors") as tmp:
-        save_file({"probs": probs.float().cpu().contiguous(), "labels": splits.test_y.cpu().contiguous()}, str(tmp))
+    result = write_evaluation(run_dir, model, cfg, precision, splits, ("val", "test"), card.get("best_epoch"), log)
     speed = measure_inference(model, device, precision, channels_last=cfg.channels_last)
     write_json(run_dir / "summary.json", {
         "status": "complete", "model": rc.model, "preset": rc.preset, "config_hash": rc.hash,
