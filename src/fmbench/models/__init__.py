@@ -33,26 +33,29 @@ VIT_SEED = dict(seed=42, optimizer="adam", lr=1e-4, beta1=0.9, beta2=0.999, weig
 CNN_BEST = dict(seed=42, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256,
                 epochs=50, schedule="onecycle", warmup_epochs=2, label_smoothing=0.1, patience=0,
                 monitor="val_accuracy", aug_hflip=0.5, aug_translate=2, aug_erase=0.3, threads=1)
-# vit_best (issue 6): AdamW lr 1e-3 per batch of 256, weight decay 0.05, 2 warmup epochs then
+# vit_best (issue 6): AdamW lr 1e-3 per batch of 128, weight decay 0.05, 3 warmup epochs then
 # cosine, label smoothing 0.1, grad clip 1, crop/flip/erasing; stochastic depth in the config.
+# 45 epochs (~1.7 h on one core of this CPU): at 10 epochs and batch 256 it was still underfitting
+# (87.5%, augmented train accuracy below validation), so more steps and lighter regularisation.
 VIT_BEST = dict(seed=42, optimizer="adamw", lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.05,
-                batch_size=256, epochs=10, schedule="cosine", warmup_epochs=2, label_smoothing=0.1,
+                batch_size=128, epochs=45, schedule="cosine", warmup_epochs=3, label_smoothing=0.1,
                 grad_clip=1.0, patience=0, monitor="val_accuracy", aug_hflip=0.5, aug_translate=2,
-                aug_erase=0.25, threads=1)
+                aug_erase=0.2, threads=1)
 
 
 @dataclass(frozen=True)
 class ViTBestConfig(ViTConfig):
-    """`vit_best`: patch 4, dim 128, 4 heads of 32 dims, 6 layers, GAP, 2D sin-cos, drop_path 0.1."""
+    """`vit_best`: patch 4, dim 128, 4 heads of 32 dims, 6 layers, GAP, 2D sin-cos, drop_path 0.05, flip TTA."""
 
     dim: int = 128
     depth: int = 6
     heads: int = 4
     mlp_dim: int = 256
     dropout: float = 0.0     # dropout is slow on CPU (RNG) and stochastic depth regularises better
-    drop_path: float = 0.1
+    drop_path: float = 0.05
     pool: str = "mean"
     pos_embed: str = "sincos"
+    tta_flip: bool = True    # as cnn_best: both families get the same test-time flip averaging
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ REGISTRY: dict[str, ModelSpec] = {
         },
     ),
     "vit_best": ModelSpec(
-        ViTBestConfig, ViT, "ViT (patch 4, dim 128, 4x32-dim heads, 6 layers, GAP, sin-cos)",
+        ViTBestConfig, ViT, "ViT (patch 4, dim 128, 4x32-dim heads, 6 layers, GAP, sin-cos, flip TTA)",
         presets={
             "best": VIT_BEST,
             "quick": {**VIT_BEST, "epochs": 2, "warmup_epochs": 0.5, "train_size": 5000},

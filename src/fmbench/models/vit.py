@@ -31,6 +31,7 @@ class ViTConfig:
     drop_path: float = 0.0   # stochastic depth, max rate (linearly increasing with depth)
     pool: str = "cls"        # "cls" token or global average pooling "mean"
     pos_embed: str = "learned"  # "learned" or "sincos" (fixed 2D sin-cos)
+    tta_flip: bool = False   # eval only: average the logits of x and x.flip(-1)
     num_classes: int = 10
 
     def __post_init__(self) -> None:
@@ -183,6 +184,13 @@ class ViT(nn.Module):
         B, C, H, W = x.shape
         if (C, H, W) != (1, self.cfg.image_size, self.cfg.image_size):
             raise ValueError(f"expected input (B, 1, {self.cfg.image_size}, {self.cfg.image_size}), got {tuple(x.shape)}")
+        if self.training or not self.cfg.tta_flip:
+            return self._logits(x)
+        both = self._logits(torch.cat([x, x.flip(-1)]))          # (2B, classes): one batched pass
+        return (both[:B] + both[B:]) / 2
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
         x = self.patch_embed(x)                                   # (B, N, D)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], 1)  # (B, 1 + N, D)
