@@ -110,6 +110,16 @@ def test_without_images_notes_and_single_run_has_no_section_6(tmp_path):
     assert figs == {"curves_cnn_seed.png", "confusion_cnn_seed.png", "per_class_f1.png"}
 
 
+def test_rewrite_removes_figures_of_the_earlier_report(tmp_path):
+    a = write_run(tmp_path, "cnn_seed", n=N)
+    b = write_run(tmp_path, "vit_seed", n=N)
+    build_report([a, b], tmp_path / "out")
+    assert (tmp_path / "out" / "figures" / "confusion_vit_seed.png").exists()
+    build_report([a], tmp_path / "out")                      # the same directory, one model now
+    figs = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+    assert figs == {"curves_cnn_seed.png", "confusion_cnn_seed.png", "per_class_f1.png"}
+
+
 def test_wrong_number_of_images_is_a_note(tmp_path):
     d = write_run(tmp_path, "cnn_seed", n=N)
     build_report([d], tmp_path / "out", test_images=fake_images(N + 1))
