@@ -271,3 +271,22 @@ def test_vit_variants_still_give_logits():
     model = build_model("vit_seed", ViTConfig(pool="mean", pos_embed="sincos", drop_path=0.1, depth=2))
     assert model(_batch(4)[0]).shape == (4, 10)
     assert not any(n == "pos_embed" for n, _ in model.named_parameters())  # fixed, not learned
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if "tta_flip" in field_names(get_spec(n).config_cls)])
+def test_flip_tta_averages_image_and_mirror_in_eval_only(name):
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    tta = spec.build(apply_overrides(spec.config_cls(), {"tta_flip": True})).eval()
+    plain = spec.build(apply_overrides(spec.config_cls(), {"tta_flip": False})).eval()
+    plain.load_state_dict(tta.state_dict())
+    x, _ = _batch(4)
+    with torch.no_grad():
+        expected = (plain(x) + plain(x.flip(-1))) / 2
+        assert torch.allclose(tta(x), expected, atol=1e-5)
+        assert not torch.allclose(plain(x), expected, atol=1e-5)   # the mirror does change the logits
+    tta.train()
+    torch.manual_seed(1); a = tta(x)
+    plain.train()
+    torch.manual_seed(1); b = plain(x)
+    assert torch.allclose(a, b, atol=1e-5)                          # training sees one view
