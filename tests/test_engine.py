@@ -428,6 +428,21 @@ def test_measure_inference_reports_positive_speed():
     assert r["infer_images_per_s"] > 0 and r["latency_ms"] > 0
 
 
+def test_latency_runs_on_one_thread_and_restores_the_thread_count(monkeypatch):
+    seen = []
+    model = build_model("cnn_seed")
+    real_forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x: seen.append((x.shape[0], torch.get_num_threads())) or real_forward(x))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        measure_inference(model, CPU, "fp32", batch_size=8, repeats=1, latency_repeats=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert {t for b, t in seen if b == 1} == {1} and {t for b, t in seen if b == 8} == {2}
+
+
 def test_fp16_training_uses_a_gradient_scaler(monkeypatch):
     """fp16 steps go through GradScaler (scale, unscale for clipping, step, update)."""
     import fmbench.engine.loop as L

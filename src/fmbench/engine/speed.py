@@ -19,7 +19,12 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def measure_inference(model: nn.Module, device: torch.device, precision: str, batch_size: int = 1024,
                       repeats: int = 3, latency_repeats: int = 30, channels_last: bool = False) -> dict[str, float]:
-    """{'infer_images_per_s', 'latency_ms'} on random inputs (median over repeats)."""
+    """{'infer_images_per_s', 'latency_ms'} on random inputs (median over repeats).
+
+    On CPU the single-image latency is measured on one thread: one 28x28 image is too little work
+    to split, and on a machine other processes are busy on, OpenMP workers that spin-wait for a
+    core turned a ~1 ms forward pass into 80-500 ms (docs/performance.md).
+    """
     model.eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(batch_size, 1, 28, 28, device=device).contiguous(memory_format=fmt)
@@ -33,13 +38,19 @@ def measure_inference(model: nn.Module, device: torch.device, precision: str, ba
             model(x)
             _sync(device)
             times.append(time.perf_counter() - t)
-        for _ in range(3):
-            model(one)
-        for _ in range(latency_repeats):
-            _sync(device)
-            t = time.perf_counter()
-            model(one)
-            _sync(device)
-            lat.append(time.perf_counter() - t)
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            for _ in range(3):
+                model(one)
+            for _ in range(latency_repeats):
+                _sync(device)
+                t = time.perf_counter()
+                model(one)
+                _sync(device)
+                lat.append(time.perf_counter() - t)
+        finally:
+            torch.set_num_threads(threads)
     return {"infer_images_per_s": round(batch_size / statistics.median(times), 1),
             "latency_ms": round(1000 * statistics.median(lat), 3)}

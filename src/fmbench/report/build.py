@@ -217,7 +217,7 @@ def _cost(doc: Doc, reps: dict[str, RunRecord]) -> None:
                            str(r.env.get("threads", DASH))])
     doc.table(["Model", "Kind", "Parameters", "MFLOPs / image", "Training time", "Epochs run",
                "Best epoch", "Stopped early", "Train images/s"], train_rows, "llrrrrrlr")
-    doc.table(["Model", "Inference images/s", "Latency, 1 image (ms)", "Device", "Precision",
+    doc.table(["Model", "Inference images/s", "Latency, 1 image (ms; CPU: 1 thread)", "Device", "Precision",
                "Threads"], infer_rows, "lrrllr")
     if any(r.pretrained for r in reps.values()):
         doc.note("Pretrained runs were only evaluated here: their training cost is not known.")
