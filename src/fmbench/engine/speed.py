@@ -29,28 +29,27 @@ def measure_inference(model: nn.Module, device: torch.device, precision: str, ba
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(batch_size, 1, 28, 28, device=device).contiguous(memory_format=fmt)
     one = x[:1].clone()
-    times, lat = [], []
+    threads = torch.get_num_threads()
     with autocast(device, precision):
-        model(x)  # warm-up
-        for _ in range(repeats):
-            _sync(device)
-            t = time.perf_counter()
-            model(x)
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        threads = torch.get_num_threads()
+        batch_s = _median_time(model, x, device, warmup=1, repeats=repeats)
         if device.type == "cpu":
             torch.set_num_threads(1)
         try:
-            for _ in range(3):
-                model(one)
-            for _ in range(latency_repeats):
-                _sync(device)
-                t = time.perf_counter()
-                model(one)
-                _sync(device)
-                lat.append(time.perf_counter() - t)
+            latency_s = _median_time(model, one, device, warmup=3, repeats=latency_repeats)
         finally:
             torch.set_num_threads(threads)
-    return {"infer_images_per_s": round(batch_size / statistics.median(times), 1),
-            "latency_ms": round(1000 * statistics.median(lat), 3)}
+    return {"infer_images_per_s": round(batch_size / batch_s, 1), "latency_ms": round(1000 * latency_s, 3)}
+
+
+def _median_time(model: nn.Module, x: torch.Tensor, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of `model(x)` over `repeats` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        model(x)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
