@@ -124,6 +124,10 @@ def test_run_pretrained_writes_an_evaluation_only_report(run_cli, make_tiny_idx,
         assert summary["weights_sha256"] == W.read_card(name)["sha256"]
         assert not (run / "best.safetensors").exists()  # nothing was trained
         assert f"{name} (pretrained)" in report
+        card = W.read_card(name)
+        cost_row = next(line for line in report.splitlines()
+                        if line.startswith(f"| {name} | pretrained (evaluation only) |"))
+        assert f"| {card['train_time_s']:,.1f} s | {card['epochs']} | {card['best_epoch']} |" in cost_row
     assert "evaluation only" in report
 
 

@@ -200,10 +200,10 @@ def _cost(doc: Doc, reps: dict[str, RunRecord]) -> None:
     train_rows, infer_rows = [], []
     for label, r in reps.items():
         s = r.summary
-        if r.pretrained:
-            kind, train = "pretrained (evaluation only)", [DASH] * 5
-        else:
-            kind = "trained"
+        kind = "pretrained (evaluation only)" if r.pretrained else "trained"
+        if r.pretrained and not s.get("train_time_s"):
+            train = [DASH] * 5
+        else:  # a pretrained run carries its weights card's training figures
             train = [_num(s.get("train_time_s"), ",.1f") + " s", _num(s.get("epochs_run"), "d"),
                      _num(s.get("best_epoch"), "d"), "yes" if s.get("stopped_early") else "no",
                      _num(s.get("train_images_per_s"), ",.0f")]
@@ -220,7 +220,9 @@ def _cost(doc: Doc, reps: dict[str, RunRecord]) -> None:
     doc.table(["Model", "Inference images/s", "Latency, 1 image (ms; CPU: 1 thread)", "Device", "Precision",
                "Threads"], infer_rows, "lrrllr")
     if any(r.pretrained for r in reps.values()):
-        doc.note("Pretrained runs were only evaluated here: their training cost is not known.")
+        doc.note("Pretrained runs were only evaluated here. Where their weights card records the "
+                 "training (time, epochs, best epoch), the table shows it; it was measured on the "
+                 "machine named in the card, which may not be this one.")
 
 
 def pair_runs(a: list[RunRecord], b: list[RunRecord]) -> tuple[RunRecord, RunRecord, str]:
