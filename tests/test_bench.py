@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
 
 from fmbench import bench
 from fmbench.data import load_fashion_mnist
@@ -15,14 +16,6 @@ from fmbench.reference import REFERENCES, make_reference, train_steps
 @pytest.fixture
 def tiny_data(tiny_idx_dir):
     return load_fashion_mnist(tiny_idx_dir, verify=False, download=False, log=lambda s: None)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", REFERENCES)

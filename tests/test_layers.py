@@ -33,6 +33,12 @@ def no_kernels(monkeypatch):
     monkeypatch.setattr(K, "_lib", None)
 
 
+@pytest.fixture(params=["kernels", "no_kernels"])
+def kernels_or_fallback(request):
+    """Run the test twice: with the C kernels (skipped without a compiler) and with PyTorch's fallback."""
+    request.getfixturevalue(request.param)
+
+
 def test_keep_mask_rate_and_every_lane_uniform():
     torch.manual_seed(0)
     m = keep_mask((4_000_000,), 0.2, torch.float32, CPU)
@@ -149,12 +155,7 @@ def test_cpu_view_trains_like_the_model(kernels):
         assert torch.allclose(ref(x.double()), cpu_view(fused)(x).double(), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("use_kernels", [True, False])
-def test_gelu_dropout(monkeypatch, use_kernels):
-    if use_kernels and K.library() is None:
-        pytest.skip("no C compiler")
-    if not use_kernels:
-        monkeypatch.setattr(K, "_lib", None)
+def test_gelu_dropout(kernels_or_fallback):
     torch.manual_seed(0)
     h = (torch.randn(600, 64) * 3).requires_grad_()
     g = torch.randn(600, 64)
@@ -178,12 +179,7 @@ def test_gelu_dropout(monkeypatch, use_kernels):
     assert torch.all(h.grad[dropped] == 0)                                         # the same mask both ways
 
 
-@pytest.mark.parametrize("use_kernels", [True, False])
-def test_softmax_dropout(monkeypatch, use_kernels):
-    if use_kernels and K.library() is None:
-        pytest.skip("no C compiler")
-    if not use_kernels:
-        monkeypatch.setattr(K, "_lib", None)
+def test_softmax_dropout(kernels_or_fallback):
     torch.manual_seed(0)
     s = (torch.randn(4, 8, 50, 50) * 3).requires_grad_()
     g = torch.randn(4, 8, 50, 50)

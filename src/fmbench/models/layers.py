@@ -1,4 +1,4 @@
-"""Reusable layers: a dropout that is fast on CPU.
+"""Reusable layers: a dropout that is fast on CPU, and test-time flip averaging.
 
 `nn.Dropout` on CPU draws one Bernoulli sample per element from the Mersenne Twister (~10-15 ns
 each, one thread): in the study's ViT that was ~70% of a training step. `keep_mask` draws 64 random
@@ -13,6 +13,7 @@ drop probability is 0.199997. On other devices `F.dropout` is already fast and i
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -345,3 +346,10 @@ def softmax_dropout(s: torch.Tensor, p: float) -> torch.Tensor:
         return _SoftmaxDropout.apply(s, p)
     att = s.softmax(-1)
     return att * keep_mask(att.shape, p, att.dtype, att.device).mul_(keep_scale(p))
+
+
+def flip_averaged(logits: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Test-time flip averaging: the mean of logits(x) and logits(x mirrored left-right), one batched pass."""
+    B = x.shape[0]
+    both = logits(torch.cat([x, x.flip(-1)]))                # (2B, classes)
+    return (both[:B] + both[B:]) / 2

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from fmbench.errors import ConfigError
+from fmbench.models.layers import flip_averaged
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,4 @@ class ResNet(nn.Module):
             raise ValueError(f"expected input (B, 1, 28, 28), got {tuple(x.shape)}")
         if self.training or not self.cfg.tta_flip:
             return self._logits(x)
-        B = x.shape[0]
-        both = self._logits(torch.cat([x, x.flip(-1)]))    # (2B, classes): one batched pass
-        return (both[:B] + both[B:]) / 2
+        return flip_averaged(self._logits, x)

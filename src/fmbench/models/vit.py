@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from fmbench.errors import ConfigError
-from fmbench.models.layers import FastDropout, gelu_dropout, keep_scale, softmax_dropout
+from fmbench.models.layers import FastDropout, flip_averaged, gelu_dropout, keep_scale, softmax_dropout
 
 
 @dataclass(frozen=True)
@@ -181,13 +181,12 @@ class ViT(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
+        C, H, W = x.shape[1:]
         if (C, H, W) != (1, self.cfg.image_size, self.cfg.image_size):
             raise ValueError(f"expected input (B, 1, {self.cfg.image_size}, {self.cfg.image_size}), got {tuple(x.shape)}")
         if self.training or not self.cfg.tta_flip:
             return self._logits(x)
-        both = self._logits(torch.cat([x, x.flip(-1)]))          # (2B, classes): one batched pass
-        return (both[:B] + both[B:]) / 2
+        return flip_averaged(self._logits, x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
