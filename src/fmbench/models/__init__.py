@@ -56,6 +56,8 @@ class ViTBestConfig(ViTConfig):
     pool: str = "mean"
     pos_embed: str = "sincos"
     tta_flip: bool = True    # as cnn_best: both families get the same test-time flip averaging
+    embed_init_std: float = 0.02
+    center_input: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ class ViTConfig:
     pool: str = "cls"        # "cls" token or global average pooling "mean"
     pos_embed: str = "learned"  # "learned" or "sincos" (fixed 2D sin-cos)
     tta_flip: bool = False   # eval only: average the logits of x and x.flip(-1)
+    # The study's tutorial (uygarkurt/ViT-PyTorch) initialises the class token and the learned
+    # positions with torch.randn (std 1: four times the patch signal at dim 16) and feeds pixels
+    # normalised to [-1, 1] (Normalize([0.5], [0.5])). timm/ViT use std 0.02 and any fixed scaling.
+    embed_init_std: float = 1.0
+    center_input: bool = True  # pixels [0, 1] -> [-1, 1] before the patch embedding
     num_classes: int = 10
 
     def __post_init__(self) -> None:
@@ -47,6 +52,8 @@ class ViTConfig:
             raise ConfigError("depth, heads, mlp_dim and dim must be >= 1")
         if not (0 <= self.dropout < 1 and 0 <= self.drop_path < 1):
             raise ConfigError("dropout and drop_path must be in [0, 1)")
+        if not (0 < self.embed_init_std <= 10):
+            raise ConfigError(f"embed_init_std must be in (0, 10], got {self.embed_init_std}")
         if self.pos_embed == "sincos" and self.dim % 4:
             raise ConfigError(f"sincos position embedding needs dim divisible by 4, got {self.dim}")
 
@@ -166,9 +173,10 @@ class ViT(nn.Module):
         side = cfg.image_size // cfg.patch_size
         n_tokens = side * side + (cfg.pool == "cls")
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.pool == "cls" else None
+        std = cfg.embed_init_std
+        self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.dim) * std) if cfg.pool == "cls" else None
         if cfg.pos_embed == "learned":
-            self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, cfg.dim) * 0.02)
+            self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, cfg.dim) * std)
         else:
             pe = sincos_2d(side, side, cfg.dim)
             if cfg.pool == "cls":
@@ -190,6 +198,8 @@ class ViT(nn.Module):
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
+        if self.cfg.center_input:
+            x = x * 2 - 1                                         # [0, 1] -> [-1, 1]
         x = self.patch_embed(x)                                   # (B, N, D)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], 1)  # (B, 1 + N, D)
