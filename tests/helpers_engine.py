@@ -75,11 +75,18 @@ def stub_speed(mp: pytest.MonkeyPatch) -> None:
                lambda *a, **k: {"infer_images_per_s": 1.0, "latency_ms": 1.0})
 
 
+def tiny_preset(model: str) -> str | None:
+    """The model's smoke-test preset if it has one (short warmup), else its default preset."""
+    from fmbench.models import get_spec
+
+    return "smoke" if "smoke" in get_spec(model).presets else None
+
+
 def train_tiny(run_dir: Path, model: str = "cnn_seed", data: Dataset | None = None, **overrides: Any) -> Path:
-    """Train `model` (quick preset + FAST + overrides) on tiny data in `run_dir` on the CPU."""
+    """Train `model` (`tiny_preset` + FAST + overrides) on tiny data in `run_dir` on the CPU."""
     from fmbench import training
 
-    rc = training.make_config(model, "quick", {**FAST, **overrides})
+    rc = training.make_config(model, tiny_preset(model), {**FAST, **overrides})
     return training.train(rc, run_dir, data if data is not None else tiny_dataset(), "cpu", log=quiet)
 
 

@@ -114,7 +114,10 @@ def test_models_lists_every_registered_model(run_cli):
     for name, spec in REGISTRY.items():
         line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
         assert f"{count_params(build_model(name)):,}" in line
-        assert spec.description in line and "quick" in line
+        assert spec.description in line
+        for preset in spec.presets:
+            assert any(ln.strip().startswith(preset + " ") and spec.presets[preset].about in ln
+                       for ln in out.splitlines())
     assert "19.44" in next(ln for ln in out.splitlines() if ln.startswith("cnn_seed "))  # MFLOP/img
 
 
@@ -130,7 +133,7 @@ def test_train_writes_a_complete_run_directory(cli_run):
     config = read_json(run_dir / "config.json")
     assert set(config) == {"format_version", "fmbench_version", "model", "preset", "overrides", "model_config",
                            "train_config", "config_hash"}
-    assert (config["format_version"], config["model"], config["preset"]) == (1, "cnn_seed", "quick")
+    assert (config["format_version"], config["model"], config["preset"]) == (1, "cnn_seed", "fast")
     assert config["overrides"] == {"epochs": "2", "batch_size": "8", "val_fraction": "0.25", "threads": "1"}
     assert config["train_config"]["epochs"] == 2 and config["model_config"]["conv1"] == 64
 

@@ -46,14 +46,14 @@ def test_vit_seed_preset_is_the_studys_recipe():
 
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_overrides_beat_the_preset_and_are_typed(name):
-    model_cfg, cfg = resolve_config(name, "quick", {"epochs": "3", "lr": "3e-4", "channels_last": "false"})
+    model_cfg, cfg = resolve_config(name, None, {"epochs": "3", "lr": "3e-4", "channels_last": "false"})
     assert (cfg.epochs, cfg.lr, cfg.channels_last) == (3, 3e-4, False)
     assert type(cfg.epochs) is int and type(cfg.lr) is float
     assert isinstance(model_cfg, get_spec(name).config_cls)
 
 
 def test_model_settings_go_to_the_model_config():
-    model_cfg, cfg = resolve_config("vit_seed", "quick", {"depth": "2", "dropout": "0", "lr": "1e-3"})
+    model_cfg, cfg = resolve_config("vit_seed", "fast", {"depth": "2", "dropout": "0", "lr": "1e-3"})
     assert (model_cfg.depth, model_cfg.dropout, cfg.lr) == (2, 0.0, 1e-3)
 
 
@@ -67,7 +67,7 @@ def test_unknown_preset_lists_the_available_ones():
 # ---------------------------------------------------------------- bad overrides
 
 def test_unknown_key_lists_every_valid_key():
-    msg = _error(resolve_config, "cnn_seed", "quick", {"learning_rate": "1e-3"})
+    msg = _error(resolve_config, "cnn_seed", "fast", {"learning_rate": "1e-3"})
     assert "unknown setting 'learning_rate'" in msg
     for key in field_names(TrainConfig) + field_names(CNNSeedConfig):
         assert key in msg
@@ -87,7 +87,7 @@ def test_split_overrides_sends_each_key_to_its_config():
     ("channels_last", "maybe", "--set channels_last=maybe: expected a value of type bool"),
 ])
 def test_wrong_type(key, value, message):
-    assert message in _error(resolve_config, "cnn_seed", "quick", {key: value})
+    assert message in _error(resolve_config, "cnn_seed", "fast", {key: value})
 
 
 @pytest.mark.parametrize("model, key, value, message", [
@@ -111,7 +111,7 @@ def test_wrong_type(key, value, message):
 ])
 def test_invalid_value(model, key, value, message):
     overrides = {key: value, **({"epochs": "10"} if key == "warmup_epochs" else {})}
-    assert message in _error(resolve_config, model, "quick", overrides)
+    assert message in _error(resolve_config, model, None, overrides)
 
 
 @pytest.mark.parametrize("item", ["lr", "=3e-4", "lr=", " =1"])
@@ -132,9 +132,9 @@ def test_configs_are_frozen():
 # ---------------------------------------------------------------- hashes and the stored config
 
 def test_config_hash_is_stable_and_sees_every_setting():
-    m, t = resolve_config("cnn_seed", "quick")
+    m, t = resolve_config("cnn_seed", "fast")
     h = config_hash("cnn_seed", m, t)
-    assert h == config_hash("cnn_seed", *resolve_config("cnn_seed", "quick")) and len(h) == 12
+    assert h == config_hash("cnn_seed", *resolve_config("cnn_seed", "fast")) and len(h) == 12
     assert h != config_hash("cnn_seed", m, apply_overrides(t, {"seed": "43"}))
     assert h != config_hash("cnn_seed", apply_overrides(m, {"dense": "64"}), t)
     assert h != config_hash("vit_seed", m, t)
@@ -144,11 +144,11 @@ def test_config_hash_is_stable_and_sees_every_setting():
 def test_stored_config_reads_back_identically(tmp_path, name):
     from fmbench.fileio import write_json
 
-    rc = training.make_config(name, "quick", {"epochs": "2", "lr": "5e-4"})
+    rc = training.make_config(name, None, {"epochs": "4", "lr": "5e-4"})
     write_json(tmp_path / "config.json", rc.to_json())
     back = training.read_config(tmp_path)
     assert back == rc and back.hash == rc.hash
-    assert back.overrides == {"epochs": "2", "lr": "5e-4"}
+    assert back.overrides == {"epochs": "4", "lr": "5e-4"}
 
 
 # ---------------------------------------------------------------- through the CLI

@@ -42,7 +42,10 @@ def data_dir(make_tiny_idx, tmp_path: Path) -> Path:
 
 def test_ddp_two_processes_match_one_process_with_double_batch(data_dir: Path, tmp_path: Path, run_cli) -> None:
     ddp, single = tmp_path / "ddp", tmp_path / "single"
-    common = ["--data-dir", str(data_dir), "--no-verify", "--device", "cpu", *SETTINGS]
+    # The seed preset (plain Adam): under `fast` (AdamW, beta2 0.99) the attention's key bias, whose
+    # gradient is zero up to rounding (softmax ignores a constant added to a row), follows Adam-scaled
+    # rounding noise and differs by ~0.2% between the two set-ups while every other weight agrees to 1e-6.
+    common = ["--data-dir", str(data_dir), "--no-verify", "--device", "cpu", "--preset", "seed", *SETTINGS]
     res = _torchrun(["-m", "fmbench", "train", "vit_seed", "--out", str(ddp), "--set", "batch_size=15", *common])
     assert res.returncode == 0, res.stderr[-3000:]
     code, _, err = run_cli("train", "vit_seed", "--out", single, "--set", "batch_size=30", *common)

@@ -14,7 +14,7 @@ from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch threa
 
 from fmbench.config import apply_overrides, field_names
 from fmbench.errors import ConfigError
-from fmbench.models import REGISTRY, build_model, count_flops, count_params, get_spec, resolve_config
+from fmbench.models import REGISTRY, TIERS, build_model, count_flops, count_params, get_spec, resolve_config
 from fmbench.models.cnn import CNNSeedConfig
 from fmbench.models.vit import ViTConfig
 
@@ -40,10 +40,11 @@ def test_registry_holds_the_study_models():
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_every_model_has_the_default_cli_preset_and_valid_presets(name):
+def test_every_model_has_a_default_preset_family_tier_and_valid_presets(name):
     spec = get_spec(name)
-    assert "quick" in spec.presets, "`fmbench train MODEL` uses --preset quick by default"
-    assert spec.description
+    assert spec.default_preset in spec.presets, "`fmbench train MODEL` uses the model's default preset"
+    assert spec.family in ("cnn", "vit") and spec.tier in TIERS
+    assert spec.description and all(p.about for p in spec.presets.values())
     for preset in spec.presets:  # every preset resolves to valid configs
         model_cfg, train_cfg = resolve_config(name, preset)
         assert isinstance(model_cfg, spec.config_cls)
@@ -290,3 +291,57 @@ def test_flip_tta_averages_image_and_mirror_in_eval_only(name):
     plain.train()
     torch.manual_seed(1); b = plain(x)
     assert torch.allclose(a, b, atol=1e-5)                          # training sees one view
+
+
+# ---------------------------------------------------------------- the study's architectures, short recipes
+
+def test_vit_seed_is_the_studys_network_and_fast_changes_only_the_recipe():
+    study, seed_train = resolve_config("vit_seed", "seed")
+    assert (study.patch_size, study.dim, study.heads, study.depth, study.mlp_dim) == (4, 16, 8, 6, 768)
+    assert (study.pool, study.pos_embed, study.dropout) == ("cls", "learned", 0.2)
+    assert study.embed_init_std == 1.0 and study.center_input          # the tutorial's randn, Normalize(0.5, 0.5)
+    assert (seed_train.lr, seed_train.batch_size, seed_train.epochs, seed_train.aug_rotation) == (1e-4, 256, 60, 10.0)
+    fast, fast_train = resolve_config("vit_seed", "fast")
+    same = ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "pos_embed", "center_input")
+    assert all(getattr(fast, f) == getattr(study, f) for f in same)
+    assert fast.dropout == 0.0 and fast.embed_init_std == 0.02
+    assert (fast_train.optimizer, fast_train.epochs, fast_train.schedule, fast_train.aug_rotation) == (
+        "adamw", 5, "onecycle", 0.0)
+    assert count_params(build_model("vit_seed", fast)) == count_params(build_model("vit_seed", study)) == 160_362
+
+
+def test_vit_seed_init_draws_class_token_and_positions_with_the_configured_std():
+    torch.manual_seed(0)
+    study = build_model("vit_seed")
+    assert 0.9 < study.pos_embed.std().item() < 1.1
+    fast = build_model("vit_seed", resolve_config("vit_seed", "fast")[0])
+    assert fast.pos_embed.std().item() < 0.03 and fast.cls_token.abs().max().item() < 0.2
+
+
+def test_center_input_maps_pixels_to_minus_one_one():
+    cfg = ViTConfig(depth=1)
+    torch.manual_seed(0)
+    centered = build_model("vit_seed", cfg).eval()
+    plain = build_model("vit_seed", ViTConfig(depth=1, center_input=False)).eval()
+    plain.load_state_dict(centered.state_dict())
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(centered(x), plain(x * 2 - 1))
+
+
+def test_cnn_seed_fast_keeps_the_study_layers():
+    study, _ = resolve_config("cnn_seed", "seed")
+    fast, train = resolve_config("cnn_seed", "fast")
+    assert fast.conv1 == study.conv1 == 64 and train.epochs == 6 and fast.bn_momentum == 0.1
+
+
+def test_old_vit_configs_reload_with_the_values_they_were_trained_with(tmp_path):
+    from fmbench import training
+    from fmbench.fileio import write_json
+
+    rc = training.make_config("vit_seed", "seed")
+    raw = rc.to_json()
+    for key in ("embed_init_std", "center_input"):
+        del raw["model_config"][key]                   # a config.json written before these fields
+    write_json(tmp_path / "config.json", raw)
+    back = training.read_config(tmp_path)
+    assert back.model_cfg.embed_init_std == 0.02 and back.model_cfg.center_input is False

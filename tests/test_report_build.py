@@ -10,8 +10,8 @@ from fmbench.errors import RunDirError
 from fmbench.report import build_report, load_run, load_runs, stats
 
 N = 60
-SECTIONS = ["1. Results on train, validation and test", "2. Learning curves", "3. Errors by class",
-            "4. Sample predictions", "5. Cost", "6. Is the difference real?", "7. Analysis"]
+SECTIONS = ["1. What is compared", "2. Results on train, validation and test", "3. Learning curves",
+            "4. Errors by class", "5. Sample predictions", "6. Cost", "7. Is the difference real?", "8. Analysis"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_mcnemar_row_matches_the_runs(study):
 
 def test_analysis_and_provenance_come_from_the_numbers(study):
     md = study["md"]
-    analysis = md[md.index("## 7. Analysis"):]
+    analysis = md[md.index("## 8. Analysis"):]
     assert "cnn_seed has the highest test accuracy" in analysis
     assert "significant at 0.05" in analysis
     assert "struggles most with" in analysis
@@ -93,18 +93,18 @@ def test_analysis_and_provenance_come_from_the_numbers(study):
 
 def test_sample_predictions_same_images_and_misclassifications_marked(study):
     md = study["md"]
-    sec = md[md.index("## 4."):md.index("## 5.")]
+    sec = md[md.index("## 5. Sample predictions"):md.index("## 6.")]
     rows = [line for line in sec.splitlines() if line.startswith("| #")]
     assert len(rows) == 6
     assert any("**✗ " in r for r in rows)                   # the fixture's vit_seed errs on some
     assert '<td class="bad">✗ ' in study["html"]
 
 
-def test_without_images_notes_and_single_run_has_no_section_6(tmp_path):
+def test_without_images_notes_and_single_run_has_no_significance_section(tmp_path):
     d = write_run(tmp_path, "cnn_seed", n=N)
     build_report([d], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "## 6." not in md and "## 7. Analysis" in md and "Only one model" in md
+    assert "Is the difference real?" not in md and "## 7. Analysis" in md and "Only one model" in md
     assert "Example images omitted" in md
     figs = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
     assert figs == {"curves_cnn_seed.png", "confusion_cnn_seed.png", "per_class_f1.png"}
@@ -175,3 +175,60 @@ def test_rebuild_is_deterministic(tmp_path):
     first = (tmp_path / "out" / "report.md").read_text()
     build_report(dirs, tmp_path / "out", command="c")
     assert (tmp_path / "out" / "report.md").read_text() == first
+
+
+# ---------------------------------------------------------------- the study's question: tiers, pairs, the quoted table
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory):
+    """The default study's shape: the study pair trained, the strong pair pretrained."""
+    root = tmp_path_factory.mktemp("four")
+    dirs = [write_run(root, "cnn_seed", n=N, accuracy=0.9, preset="fast"),
+            write_run(root, "vit_seed", n=N, accuracy=0.7, preset="fast"),
+            write_run(root, "cnn_best", n=N, accuracy=0.95, preset="best", pretrained=True),
+            write_run(root, "vit_best", n=N, accuracy=0.9, preset="best", pretrained=True)]
+    build_report(dirs, root / "report")
+    return (root / "report" / "report.md").read_text()
+
+
+def test_pairs_are_cnn_with_vit_inside_each_tier(four):
+    sig = four[four.index("## 7. Is the difference real?"):four.index("## 8.")]
+    rows = [line for line in sig.splitlines() if line.startswith("| ") and "McNemar" not in line
+            and "---" not in line]
+    assert [r.split("|")[1:3] for r in rows] == [[" cnn_seed ", " vit_seed "], [" cnn_best ", " vit_best "]]
+    compared = four[four.index("## 1. What is compared"):four.index("## 2.")]
+    assert "| the study's architectures | cnn_seed | CNN | trained here with preset `fast`" in compared
+    assert "| the strongest model of each family | vit_best | VIT | shipped weights, evaluated here" in compared
+    assert "compare cnn_seed with vit_seed; cnn_best with vit_best" in compared
+
+
+def test_analysis_answers_the_question_per_tier(four):
+    analysis = four[four.index("## 8. Analysis"):]
+    assert "Among the study's architectures, the CNN is more accurate: cnn_seed" in analysis
+    assert "Among the strongest model of each family, the CNN is more accurate: cnn_best" in analysis
+    assert "The CNN − ViT gap narrows from" in analysis
+
+
+def test_runs_without_a_cnn_vit_pair_in_a_tier_are_all_paired(tmp_path):
+    dirs = [write_run(tmp_path, m, n=N, accuracy=a) for m, a in (("cnn_seed", 0.9), ("cnn_best", 0.95),
+                                                                 ("my_model", 0.8))]
+    build_report(dirs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    for a, b in (("cnn_seed", "cnn_best"), ("cnn_seed", "my_model"), ("cnn_best", "my_model")):
+        assert f"| {a} | {b} |" in md
+
+
+def test_every_report_quotes_the_studys_published_table(four):
+    from fmbench.published import PUBLISHED
+
+    results = four[four.index("## 2. Results"):four.index("## 3.")]
+    assert "### The study's published results (quoted, not measured here)" in results
+    for row in ("| cnn_seed (study) | train | 0.233 | 94.5% | 0.944 |",
+                "| cnn_seed (study) | validation | 0.275 | 93.2% | 0.931 |",
+                "| cnn_seed (study) | test | 0.302 | 92.1% | 0.920 |",
+                "| vit_seed (study) | train | 0.75 | 71.0% | 0.700 |",
+                "| vit_seed (study) | validation | 16.48¹ | 74.0% | 0.720 |",
+                "| vit_seed (study) | test | 0.31 | 70.0% | 0.700 |"):
+        assert row in results
+    assert "evaluation bug in the study" in results
+    assert PUBLISHED["vit_seed"]["val"].loss == 16.48

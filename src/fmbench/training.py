@@ -23,7 +23,7 @@ from fmbench.engine.loop import evaluate, fit
 from fmbench.engine.speed import measure_inference
 from fmbench.errors import RunDirError
 from fmbench.fileio import read_json, write_json
-from fmbench.models import build_model, count_flops, count_params, get_spec, resolve_config
+from fmbench.models import build_model, count_flops, count_params, get_spec, resolve_config, resolve_preset
 from fmbench.runtime import capture_env, choose_device, choose_precision, seed_everything, set_threads
 
 FORMAT_VERSION = 1
@@ -54,7 +54,9 @@ class RunConfig:
                 "train_config": to_dict(self.train_cfg), "config_hash": self.hash}
 
 
-def make_config(model: str, preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
+def make_config(model: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The run's config; `preset` None means the model's default preset."""
+    preset = resolve_preset(model, preset)
     model_cfg, train_cfg = resolve_config(model, preset, overrides)
     return RunConfig(model, preset, dict(overrides or {}), model_cfg, train_cfg)
 
@@ -75,7 +77,9 @@ def run_config_from(model: str | None, cfg: dict[str, Any], where: Path | str) -
     """A RunConfig from its JSON form (config.json or a weights card), validated against this version."""
     try:
         spec = get_spec(model)
-        model_cfg = apply_overrides(spec.config_cls(), cfg["model_config"])
+        # A field added after a run was written takes the value that run was trained with.
+        legacy = getattr(spec.config_cls, "LEGACY_DEFAULTS", {})
+        model_cfg = apply_overrides(spec.config_cls(), {**legacy, **cfg["model_config"]})
         train_cfg = apply_overrides(TrainConfig(), cfg["train_config"])
         return RunConfig(model, cfg.get("preset", "?"), cfg.get("overrides", {}), model_cfg, train_cfg)
     except (KeyError, TypeError) as e:

@@ -1,4 +1,4 @@
-"""Shipped weights: trained `cnn_best` / `vit_best` in the package, each with a JSON card.
+"""Shipped weights: trained `cnn_seed`, `vit_seed`, `cnn_best` and `vit_best` in the package, each with a JSON card.
 
     src/fmbench/weights/NAME.safetensors   the model's state dict (fp16 storage, loaded as fp32)
     src/fmbench/weights/NAME.json          the card: model, configs, training command, seed,
@@ -6,8 +6,8 @@
                                            file's SHA-256, the test set's hash, the epoch curve
 
 `load_shipped` verifies the file against the card's SHA-256 before it loads anything.
-`pretrained_study` evaluates shipped weights into run directories (marked "pretrained") and
-builds the usual comparison report. `ship_run` writes a NAME.safetensors + card from a run.
+`evaluate_shipped` evaluates shipped weights into a run directory (marked "pretrained") that the
+usual comparison report reads (`fmbench run --pretrained`, and the default study's strong pair). `ship_run` writes a NAME.safetensors + card from a run.
 """
 
 from __future__ import annotations
@@ -94,24 +94,6 @@ def load_shipped(name_or_path: str | Path, device: torch.device | str = "cpu") -
     model = build_model(rc.model, rc.model_cfg).to(device)
     load_weights(model, path)
     return model.eval(), rc
-
-
-def pretrained_study(models: list[str], out_dir: Path, data, device: str = "auto", command: str = "",
-                     log: Log = _stderr) -> Path:
-    """Evaluate shipped weights into OUT/runs/NAME-pretrained and build the report; returns report.html.
-
-    Only validation and test are evaluated (not the 54,000 training images), to keep this about a minute.
-    """
-    from fmbench.report import build_report
-
-    out_dir = Path(out_dir)
-    dev = choose_device(device)
-    run_dirs = []
-    for name in models:
-        run_dir = out_dir / "runs" / f"{Path(str(name)).name.removesuffix('.safetensors')}-pretrained"
-        evaluate_shipped(name, run_dir, data, dev, log=log)
-        run_dirs.append(run_dir)
-    return build_report(run_dirs, out_dir, test_images=data.test_images, command=command)
 
 
 def evaluate_shipped(name_or_path: str | Path, run_dir: Path, data, device: torch.device,

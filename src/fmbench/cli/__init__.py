@@ -17,10 +17,10 @@ from fmbench.errors import FmbenchError
 SUBCOMMANDS = ("data", "train", "evaluate", "predict", "models", "run", "compare", "bench")
 
 EPILOG = """examples:
-  fmbench run                          train cnn_seed and vit_seed (quick preset), write the report
+  fmbench run                          the study's CNN and ViT (fast recipes) beside the shipped strong pair
   fmbench data --grid classes.png      find and verify Fashion-MNIST, draw examples of each class
-  fmbench train cnn_seed --preset quick --set epochs=5
-  fmbench evaluate runs/cnn_seed-quick --split test
+  fmbench train vit_seed --preset fast --set epochs=5
+  fmbench evaluate runs/cnn_seed-fast --split test
 """
 
 

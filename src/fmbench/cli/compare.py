@@ -11,7 +11,7 @@ from typing import Any
 FASHION_MNIST_TEST_N = 10_000
 
 EPILOG = """examples:
-  fmbench compare runs/cnn_seed-quick runs/vit_seed-quick --out report
+  fmbench compare runs/cnn_seed-fast runs/vit_seed-fast --out report
   fmbench compare runs/cnn_seed-s0 runs/cnn_seed-s1 runs/vit_seed-s0 runs/vit_seed-s1
       (runs that differ only by seed are grouped: mean ± std and a test over seeds)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fmbench.cli.common import RAW, add_data_args, add_device_args, load_data
 
 EPILOG = """examples:
-  fmbench evaluate runs/cnn_seed-quick-seed42-1a2b3c4d
+  fmbench evaluate runs/cnn_seed-fast-seed42-1a2b3c4d
   fmbench evaluate runs/vit-try --split val --json
   fmbench evaluate --weights cnn_best               shipped weights, no training
 """

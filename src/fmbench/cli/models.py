@@ -9,7 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "models",
         help="list the registered models",
-        description="List the registered models with their parameter count, FLOPs per image and presets.",
+        description="List the registered models with their parameter count, FLOPs per image, and each "
+                    "preset with what it is, its measured result and its cost.",
         epilog="example:\n  fmbench models",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -19,9 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fmbench.models import REGISTRY, count_flops, count_params, build_model
 
-    print(f"{'model':<10} {'params':>10} {'MFLOP/img':>10}  presets  description")
+    print(f"{'model':<10} {'params':>10} {'MFLOP/img':>10}  family  tier    description")
     for name, spec in REGISTRY.items():
         model = build_model(name)
         print(f"{name:<10} {count_params(model):>10,} {count_flops(model) / 1e6:>10.2f}  "
-              f"{','.join(spec.presets)}  {spec.description}")
+              f"{spec.family:<6}  {spec.tier:<6}  {spec.description}")
+        for preset, p in spec.presets.items():
+            default = " (default)" if preset == spec.default_preset else ""
+            print(f"    {preset:<6} {p.about}{default}")
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from fmbench.cli.common import RAW, add_device_args
 
 EPILOG = """examples:
-  fmbench predict runs/cnn_seed-quick-seed42-1a2b3c4d shoe.jpg shirt.png
+  fmbench predict runs/cnn_seed-fast-seed42-1a2b3c4d shoe.jpg shirt.png
   fmbench predict --weights cnn_best photo.jpg --top 3 --json
 """
 

@@ -10,7 +10,7 @@ from fmbench.cli.common import RAW, add_data_args, add_device_args, load_data, o
 from fmbench.errors import ConfigError
 
 EPILOG = """examples:
-  fmbench train cnn_seed                          the quick preset, run directory under runs/
+  fmbench train cnn_seed                          its default preset (fast), run directory under runs/
   fmbench train vit_seed --preset seed            the study's exact hyperparameters
   fmbench train cnn_seed --set epochs=5 --set lr=3e-4 --out runs/cnn-try
   fmbench train --resume runs/cnn-try             continue an interrupted run
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Writes config, metrics per epoch, checkpoints and the final "
                                    "evaluation to a run directory.")
     p.add_argument("model", nargs="?", help="registered model name, e.g. cnn_seed or vit_seed")
-    p.add_argument("--preset", default="quick", help="named hyperparameters: seed, quick, ... (default: quick)")
+    p.add_argument("--preset", help="named recipe, listed by `fmbench models` (default: the model's own, "
+                                    "e.g. fast for cnn_seed/vit_seed, best for cnn_best/vit_best)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/MODEL-PRESET-seedN-HASH)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="resume an interrupted run")

@@ -39,6 +39,9 @@ class ViTConfig:
     center_input: bool = True  # pixels [0, 1] -> [-1, 1] before the patch embedding
     num_classes: int = 10
 
+    # Runs written before these fields existed were trained with these values (fmbench <= issue 6).
+    LEGACY_DEFAULTS = {"embed_init_std": 0.02, "center_input": False}
+
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ConfigError(f"image size {self.image_size} is not divisible by patch size {self.patch_size}")

@@ -1,7 +1,7 @@
 """The comparison report, built only from run directories (never from live objects).
 
     from fmbench.report import build_report
-    build_report([Path("runs/cnn_seed-quick"), Path("runs/vit_seed-quick")], Path("report"))
+    build_report([Path("runs/cnn_seed-fast"), Path("runs/vit_seed-fast")], Path("report"))
 """
 
 from __future__ import annotations

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from fmbench import __version__
+from fmbench.published import PUBLISHED, VIT_VAL_LOSS_NOTE
 from fmbench.fileio import write_text
 from fmbench.report import plots, stats
 from fmbench.report.document import Doc, to_html, to_markdown
 from fmbench.report.rundir import RunRecord, load_runs
+from fmbench.report.tiers import answer, tier_pairs, tiers_section
 
 N_SAMPLES = 6           # sample predictions, as in the study
 SAMPLE_SEED = 0         # fixed choice of those images, the same for every model and report
@@ -68,7 +70,7 @@ def _seed(r: RunRecord) -> str:
 
 # ----------------------------------------------------------------------------- sections
 def _results(doc: Doc, groups: dict[str, list[RunRecord]]) -> None:
-    doc.h(2, "1. Results on train, validation and test")
+    doc.section("Results on train, validation and test")
     doc.p("Loss, accuracy and weighted F1 of each model's best checkpoint on every split. "
           "With several seeds a cell is mean ± standard deviation over seeds.")
     rows = []
@@ -83,10 +85,26 @@ def _results(doc: Doc, groups: dict[str, list[RunRecord]]) -> None:
                          _agg([v["accuracy"] for v in vals], ".2f", 100) + "%",
                          _agg([v["f1_weighted"] for v in vals], ".4f"), str(len(runs))])
     doc.table(["Model", "Split", "Loss", "Accuracy", "Weighted F1", "Seeds"], rows, "llrrrr")
+    _published(doc)
+
+
+def _published(doc: Doc) -> None:
+    """The study's own table, quoted beside ours (not measured here)."""
+    doc.h(3, "The study's published results (quoted, not measured here)")
+    doc.p("What the study itself reported for its two models: the CNN in Keras with up to 500 epochs "
+          "and early stopping, the ViT in PyTorch for 60 epochs. fmbench's `cnn_seed` and `vit_seed` "
+          "are these architectures; `--preset seed` is the study's recipe.")
+    rows = [[f"{model} (study)", name, f"{v.loss:.3f}".rstrip("0").rstrip(".") + ("¹" if v.loss > 10 else ""),
+             f"{100 * v.accuracy:.1f}%", f"{v.f1_weighted:.3f}"]
+            for model, splits in PUBLISHED.items()
+            for split, name in (("train", "train"), ("val", "validation"), ("test", "test"))
+            for v in (splits[split],)]
+    doc.table(["Model", "Split", "Loss", "Accuracy", "Weighted F1"], rows, "llrrr")
+    doc.note("¹ " + VIT_VAL_LOSS_NOTE)
 
 
 def _curves(doc: Doc, groups: dict[str, list[RunRecord]]) -> None:
-    doc.h(2, "2. Learning curves")
+    doc.section("Learning curves")
     doc.p("Per epoch, from metrics.jsonl: training (solid) and validation (dashed) loss, accuracy "
           "and weighted F1. The dotted vertical line is the best epoch, whose weights were kept.")
     overlay = []
@@ -117,7 +135,7 @@ def confused_pairs(cm: np.ndarray, top: int = TOP_PAIRS) -> list[tuple[int, int,
 
 def _errors(doc: Doc, reps: dict[str, RunRecord], classes: list[str],
             images: np.ndarray | None, images_note: str) -> None:
-    doc.h(2, "3. Errors by class")
+    doc.section("Errors by class")
     doc.h(3, "Confusion matrices")
     doc.p("Test-set confusion matrices, normalised by row: each row shows where the images of one "
           "true class went.")
@@ -166,7 +184,7 @@ def sample_indices(n: int, k: int = N_SAMPLES, seed: int = SAMPLE_SEED) -> list[
 
 def _samples(doc: Doc, reps: dict[str, RunRecord], classes: list[str],
              images: np.ndarray | None, images_note: str) -> None:
-    doc.h(2, "4. Sample predictions")
+    doc.section("Sample predictions")
     first = next(iter(reps.values()))
     idx = sample_indices(first.n_test)
     doc.p(f"The same {len(idx)} test images for every model (a fixed choice, seed {SAMPLE_SEED}): "
@@ -194,7 +212,7 @@ def _samples(doc: Doc, reps: dict[str, RunRecord], classes: list[str],
 
 
 def _cost(doc: Doc, reps: dict[str, RunRecord]) -> None:
-    doc.h(2, "5. Cost")
+    doc.section("Cost")
     doc.p("Size, training and inference cost of each model (from summary.json and env.json; the "
           "lowest-seed run of each model).")
     train_rows, infer_rows = [], []
@@ -236,25 +254,24 @@ def pair_runs(a: list[RunRecord], b: list[RunRecord]) -> tuple[RunRecord, RunRec
 
 
 def compute_tests(groups: dict[str, list[RunRecord]]) -> dict[str, list[dict]]:
-    """Pairwise paired tests (McNemar, bootstrap) and over-seed permutation tests."""
-    labels = list(groups)
+    """Paired tests (McNemar, bootstrap) and over-seed permutation tests for each CNN-ViT pair of a
+    tier (every pair when no tier holds both families; see report/tiers.py)."""
     pairs, seeds = [], []
-    for i, la in enumerate(labels):
-        for lb in labels[i + 1:]:
-            ra, rb, used = pair_runs(groups[la], groups[lb])
-            pairs.append({"a": la, "b": lb, "used": used, "acc_a": float(np.mean(ra.preds == ra.labels)),
-                          "acc_b": float(np.mean(rb.preds == rb.labels)),
-                          "mcnemar": stats.mcnemar(ra.preds, rb.preds, ra.labels),
-                          "ci": stats.bootstrap_accuracy_diff(ra.preds, rb.preds, ra.labels,
-                                                              n_boot=N_BOOT, seed=0)})
-            if len(groups[la]) > 1 and len(groups[lb]) > 1:
-                acc = [[r.split("test")["accuracy"] for r in groups[l]] for l in (la, lb)]
-                seeds.append({"a": la, "b": lb, "test": stats.permutation_test(*acc)})
+    for la, lb in tier_pairs(groups):
+        ra, rb, used = pair_runs(groups[la], groups[lb])
+        pairs.append({"a": la, "b": lb, "used": used, "acc_a": float(np.mean(ra.preds == ra.labels)),
+                      "acc_b": float(np.mean(rb.preds == rb.labels)),
+                      "mcnemar": stats.mcnemar(ra.preds, rb.preds, ra.labels),
+                      "ci": stats.bootstrap_accuracy_diff(ra.preds, rb.preds, ra.labels,
+                                                          n_boot=N_BOOT, seed=0)})
+        if len(groups[la]) > 1 and len(groups[lb]) > 1:
+            acc = [[r.split("test")["accuracy"] for r in groups[l]] for l in (la, lb)]
+            seeds.append({"a": la, "b": lb, "test": stats.permutation_test(*acc)})
     return {"pairs": pairs, "seeds": seeds}
 
 
 def _significance(doc: Doc, groups: dict[str, list[RunRecord]], tests: dict[str, list[dict]]) -> None:
-    doc.h(2, "6. Is the difference real?")
+    doc.section("Is the difference real?")
     n = next(iter(groups.values()))[0].n_test
     if tests["pairs"]:
         doc.p(f"Both tests pair the two models' predictions on the same {n:,} test images. "
@@ -296,7 +313,7 @@ def _significance(doc: Doc, groups: dict[str, list[RunRecord]], tests: dict[str,
 
 def _analysis(doc: Doc, groups: dict[str, list[RunRecord]], reps: dict[str, RunRecord],
               classes: list[str], tests: dict[str, list[dict]]) -> None:
-    doc.h(2, "7. Analysis")
+    doc.section("Analysis")
     test = {label: {k: float(np.mean([r.split("test")[k] for r in runs]))
                     for k in ("accuracy", "f1_weighted", "loss")} for label, runs in groups.items()}
     text, tested, other = [], [], []   # one paragraph each: winners, significance, seeds/cost
@@ -344,7 +361,7 @@ def _analysis(doc: Doc, groups: dict[str, list[RunRecord]], reps: dict[str, RunR
                 if tb and ts:
                     sentence += f" and took {tb / ts:.1f}× as long to train"
                 other.append(sentence + ".")
-    for paragraph in (text, tested, other):
+    for paragraph in (answer(tests, groups), text, tested, other):
         if paragraph:
             doc.p(" ".join(paragraph))
     struggles = []
@@ -409,15 +426,16 @@ def write_report(groups: dict[str, list[RunRecord]], out_dir: str | Path, *,
         n_runs = sum(len(r) for r in groups.values())
         doc.p(f"{n_runs} run{'s' if n_runs > 1 else ''} of {len(groups)} model"
               f"{'s' if len(groups) > 1 else ''} ({', '.join(groups)}), all evaluated on the same "
-              f"{first.n_test:,} test images. Where a model has several seeds, section 1 and "
-              "section 6 aggregate them and the per-model learning curves show each seed; the "
-              "other figures and tables use the model's lowest-seed run.")
+              f"{first.n_test:,} test images. Where a model has several seeds, the results table and "
+              "the significance section aggregate them and the per-model learning curves show each "
+              "seed; the other figures and tables use the model's lowest-seed run.")
+        tests = compute_tests(groups)
+        tiers_section(doc, groups, [(t["a"], t["b"]) for t in tests["pairs"]])
         _results(doc, groups)
         _curves(doc, groups)
         _errors(doc, reps, classes, images, images_note)
         _samples(doc, reps, classes, images, images_note)
         _cost(doc, reps)
-        tests = compute_tests(groups)
         if n_runs > 1:
             _significance(doc, groups, tests)
         _analysis(doc, groups, reps, classes, tests)

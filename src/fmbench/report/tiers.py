@@ -1,0 +1,95 @@
+"""What a report compares: each run's tier and family, the CNN-ViT pairs, and the answer in words.
+
+Tiers come from the model registry: "study" (the study's two architectures) and "strong" (the
+best model of each family). A report pairs every CNN with every ViT of the same tier for the
+paired tests; a set of runs with no such pair (say, two CNNs) falls back to every pair.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+from fmbench.report.rundir import RunRecord
+
+
+def family_tier(model: str) -> tuple[str | None, str | None]:
+    """("cnn" | "vit", "study" | "strong") from the registry; (None, None) for an unknown model."""
+    from fmbench.models import REGISTRY
+
+    spec = REGISTRY.get(model)
+    return (spec.family, spec.tier) if spec else (None, None)
+
+
+def tier_names() -> dict[str, str]:
+    from fmbench.models import TIERS
+
+    return dict(TIERS)
+
+
+def tier_pairs(groups: dict[str, list[RunRecord]]) -> list[tuple[str, str]]:
+    """(CNN label, ViT label) inside each tier, in tier order; every pair when no tier has both."""
+    info = {label: family_tier(runs[0].model) for label, runs in groups.items()}
+    pairs = []
+    for tier in tier_names():
+        cnns = [l for l, (fam, t) in info.items() if t == tier and fam == "cnn"]
+        vits = [l for l, (fam, t) in info.items() if t == tier and fam == "vit"]
+        pairs += [(c, v) for c in cnns for v in vits]
+    return pairs or list(combinations(groups, 2))
+
+
+def how_obtained(r: RunRecord) -> str:
+    """One phrase: trained here with which preset and budget, or shipped weights evaluated."""
+    s, preset = r.summary, r.config.get("preset", "?")
+    epochs, secs = s.get("epochs_run"), s.get("train_time_s")
+    budget = f"{epochs} epochs" if epochs else "?"
+    if secs:
+        budget += f", {secs / 60:.1f} min of training"
+    if r.pretrained:
+        return f"shipped weights, evaluated here (trained with preset `{preset}`: {budget})"
+    return f"trained here with preset `{preset}` ({budget})"
+
+
+def tiers_section(doc: Any, groups: dict[str, list[RunRecord]], pairs: list[tuple[str, str]]) -> None:
+    """The "what is compared" section: tier, family and provenance of every model, and the pairs tested."""
+    doc.section("What is compared")
+    names = tier_names()
+    rows = []
+    for label, runs in groups.items():
+        fam, tier = family_tier(runs[0].model)
+        rows.append([names.get(tier, "—") if tier else "—", label, (fam or "—").upper(),
+                     how_obtained(runs[0]) + (f"; {len(runs)} seeds" if len(runs) > 1 else "")])
+    doc.table(["Tier", "Model", "Family", "How it was obtained"], rows, "llll")
+    if not pairs:
+        return
+    doc.p("Paired tests (section “Is the difference real?”) compare " +
+          "; ".join(f"{a} with {b}" for a, b in pairs) + ". "
+          "Within a tier the two families get the same kind of budget, so a difference there is "
+          "about the architecture, not the training.")
+
+
+def answer(tests: dict[str, list[dict]], groups: dict[str, list[RunRecord]]) -> list[str]:
+    """Sentences that answer the question "CNN or ViT?" for each tested CNN-ViT pair of a tier."""
+    names, out, gaps = tier_names(), [], []
+    for t in tests["pairs"]:
+        (fa, ta), (fb, tb) = (family_tier(groups[t[k]][0].model) for k in ("a", "b"))
+        if {fa, fb} != {"cnn", "vit"} or ta != tb:
+            continue
+        cnn, vit = (t["a"], t["b"]) if fa == "cnn" else (t["b"], t["a"])
+        acc = {t["a"]: t["acc_a"], t["b"]: t["acc_b"]}
+        gap = acc[cnn] - acc[vit]
+        ci = t["ci"]
+        lo, hi = (ci.low, ci.high) if cnn == t["a"] else (-ci.high, -ci.low)
+        winner = "the CNN" if gap > 0 else "the ViT"
+        sig = t["mcnemar"].p_value < 0.05 and (lo > 0 or hi < 0)
+        out.append(f"Among {names[ta]}, {winner} is more accurate: {cnn} {100 * acc[cnn]:.2f}% vs {vit} "
+                   f"{100 * acc[vit]:.2f}%, a gap of {100 * abs(gap):.2f} points (95% CI of CNN − ViT "
+                   f"{100 * lo:+.2f} to {100 * hi:+.2f}; "
+                   f"{'significant' if sig else 'not significant'} by McNemar's test).")
+        gaps.append((ta, gap))
+    if len(gaps) >= 2:
+        (t1, g1), (t2, g2) = gaps[0], gaps[-1]
+        trend = "narrows" if abs(g2) < abs(g1) else "widens"
+        out.append(f"The CNN − ViT gap {trend} from {100 * g1:+.2f} points ({names[t1]}) to "
+                   f"{100 * g2:+.2f} points ({names[t2]}).")
+    return out
