@@ -7,17 +7,35 @@ from pathlib import Path
 
 import pytest
 
-from fmbench.study import plan_runs
+from fmbench.study import DEFAULT_STUDY, Entry, choose_entries, plan_runs
 
-SECTIONS = ("1. Results", "2. Learning curves", "3. Errors by class", "4. Sample predictions", "5. Cost",
-            "6. Is the difference real?", "7. Analysis")
+SECTIONS = ("1. What is compared", "2. Results", "3. Learning curves", "4. Errors by class",
+            "5. Sample predictions", "6. Cost", "7. Is the difference real?", "8. Analysis")
 
 
 def test_plan_runs_counts_seeds_up_from_the_preset(tmp_path: Path) -> None:
-    planned = plan_runs(["cnn_seed", "vit_seed"], "quick", {}, 3, tmp_path)
-    assert [(rc.model, rc.train_cfg.seed) for rc, _ in planned] == [
+    planned = plan_runs([Entry("cnn_seed", "fast"), Entry("vit_seed", "fast")], {}, 3, tmp_path)
+    assert [(rc.model, rc.train_cfg.seed) for _, rc, _ in planned] == [
         ("cnn_seed", 42), ("vit_seed", 42), ("cnn_seed", 43), ("vit_seed", 43), ("cnn_seed", 44), ("vit_seed", 44)]
-    assert len({d for _, d in planned}) == 6
+    assert len({d for _, _, d in planned}) == 6
+
+
+def test_default_study_trains_the_study_pair_fast_beside_the_shipped_strong_pair(tmp_path: Path) -> None:
+    entries = choose_entries(None, None, pretrained=False)
+    assert entries == list(DEFAULT_STUDY)
+    planned = plan_runs(entries, {}, 2, tmp_path)
+    trained = [(e.model, rc.preset, rc.train_cfg.seed) for e, rc, _ in planned if rc is not None]
+    assert trained == [("cnn_seed", "fast", 42), ("vit_seed", "fast", 42), ("cnn_seed", "fast", 43),
+                       ("vit_seed", "fast", 43)]
+    shipped = [(e.model, d.name) for e, rc, d in planned if rc is None]
+    assert shipped == [("cnn_best", "cnn_best-pretrained"), ("vit_best", "vit_best-pretrained")]  # one run each
+
+
+def test_pretrained_means_every_shipped_model_and_named_models_use_their_presets() -> None:
+    assert [e.model for e in choose_entries(None, None, pretrained=True)] == [
+        "cnn_seed", "vit_seed", "cnn_best", "vit_best"]
+    assert choose_entries(["cnn_seed"], "seed", pretrained=False) == [Entry("cnn_seed", "seed")]
+    assert choose_entries(None, "seed", pretrained=False) == [Entry("cnn_seed", "seed"), Entry("vit_seed", "seed")]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -25,6 +43,9 @@ def test_plan_runs_counts_seeds_up_from_the_preset(tmp_path: Path) -> None:
     (["--models", "cnn_seed,resnet999"], "unknown model 'resnet999'"),
     (["--set", "epochs=-1"], "epochs must be >= 1"),
     (["--preset", "nonsense"], "unknown preset 'nonsense'"),
+    (["--pretrained", "--set", "epochs=2"], "--set and --seeds do not apply to --pretrained"),
+    (["--pretrained", "--preset", "seed"], "--preset does not apply to --pretrained"),
+    (["--pretrained", "--models", "cnn_best,vit_nope"], "unknown model 'vit_nope'"),
 ])
 def test_run_rejects_bad_options(run_cli, tiny_idx_dir: Path, tmp_path: Path, argv, message) -> None:
     code, _, err = run_cli("run", *argv, "--out", tmp_path / "o", "--data-dir", tiny_idx_dir, "--no-verify")
@@ -34,7 +55,8 @@ def test_run_rejects_bad_options(run_cli, tiny_idx_dir: Path, tmp_path: Path, ar
 
 def test_run_end_to_end_on_real_data(run_cli, real_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
-    args = ("run", "--out", out, "--data-dir", real_data_dir, "--set", "epochs=1", "--set", "train_size=1000")
+    args = ("run", "--models", "cnn_seed,vit_seed", "--out", out, "--data-dir", real_data_dir,
+            "--set", "epochs=1", "--set", "train_size=1000")
     code, stdout, err = run_cli(*args)
     assert code == 0, err
     assert "report:" in stdout

@@ -127,6 +127,7 @@ def _evaluate_shipped(name: str, run_dir: Path, data, device: str, head: str, lo
                 and summary.get("test_hash") == data.test_hash):
             log(f"{head}: reusing the evaluation in {run_dir}")
             return
+    log(f"{head}: evaluating in {run_dir}")
     if D.is_main():
         evaluate_shipped(name, run_dir, data, choose_device(device), log=log)
     D.barrier()

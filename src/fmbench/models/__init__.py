@@ -108,7 +108,7 @@ class ModelSpec:
     presets: dict[str, Preset] = field(default_factory=dict)
 
 
-TIERS = {"study": "the study's architectures", "strong": "the strongest model of each family"}
+TIERS = {"study": "the study's architectures", "strong": "the strong models"}
 
 REGISTRY: dict[str, ModelSpec] = {
     "cnn_seed": ModelSpec(

@@ -10,7 +10,10 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Any
 
+from fmbench.published import PUBLISHED
 from fmbench.report.rundir import RunRecord
+
+FAMILY = {"cnn": "CNN", "vit": "ViT"}
 
 
 def family_tier(model: str) -> tuple[str | None, str | None]:
@@ -57,7 +60,7 @@ def tiers_section(doc: Any, groups: dict[str, list[RunRecord]], pairs: list[tupl
     rows = []
     for label, runs in groups.items():
         fam, tier = family_tier(runs[0].model)
-        rows.append([names.get(tier, "—") if tier else "—", label, (fam or "—").upper(),
+        rows.append([names.get(tier, "—") if tier else "—", label, FAMILY.get(fam, "—"),
                      how_obtained(runs[0]) + (f"; {len(runs)} seeds" if len(runs) > 1 else "")])
     doc.table(["Tier", "Model", "Family", "How it was obtained"], rows, "llll")
     if not pairs:
@@ -87,6 +90,20 @@ def answer(tests: dict[str, list[dict]], groups: dict[str, list[RunRecord]]) -> 
                    f"{100 * lo:+.2f} to {100 * hi:+.2f}; "
                    f"{'significant' if sig else 'not significant'} by McNemar's test).")
         gaps.append((ta, gap))
+        if cnn in PUBLISHED and vit in PUBLISHED:
+            study = PUBLISHED[cnn]["test"].accuracy - PUBLISHED[vit]["test"].accuracy
+            presets = sorted({str(groups[l][0].config.get("preset", "?")) for l in (cnn, vit)})
+            out.append(f"The study reported {100 * PUBLISHED[cnn]['test'].accuracy:.1f}% vs "
+                       f"{100 * PUBLISHED[vit]['test'].accuracy:.1f}% for these two architectures, a "
+                       f"{100 * study:.1f}-point gap; with preset{'s' * (len(presets) > 1)} "
+                       f"{' and '.join(f'`{p}`' for p in presets)} it is {100 * gap:.2f} points here.")
+    if gaps:
+        if all(g > 0 for _, g in gaps) or all(g < 0 for _, g in gaps):
+            fam = "CNN" if gaps[0][1] > 0 else "ViT"
+            out.insert(0, f"The answer on this test set: the {fam} is more accurate in "
+                          f"{'every tier' if len(gaps) > 1 else 'the tier'} compared.")
+        else:
+            out.insert(0, "The answer on this test set depends on the tier: the families trade places.")
     if len(gaps) >= 2:
         (t1, g1), (t2, g2) = gaps[0], gaps[-1]
         trend = "narrows" if abs(g2) < abs(g1) else "widens"
