@@ -281,3 +281,44 @@ def test_evaluate_a_missing_run_dir(run_cli, tmp_path, tiny_idx_dir):
 def test_evaluate_needs_a_run_dir_or_weights(run_cli):
     code, _, err = run_cli("evaluate")
     assert code == 2 and "give either RUN_DIR or --weights" in err
+
+
+# ---------------------------------------------------------------- the file system says no; the reader goes away
+
+@pytest.mark.parametrize("command", [("train", "cnn_seed", "--set", "epochs=1"),
+                                     ("run", "--models", "cnn_seed", "--set", "epochs=1"),
+                                     ("compare", "no-such-run", "--no-images")])
+@pytest.mark.parametrize("below", [False, True])
+def test_out_naming_an_existing_file_is_a_user_error(run_cli, tiny_idx_dir, tmp_path, command, below):
+    target = tmp_path / "taken"
+    target.write_text("not a directory\n")
+    out = target / "sub" if below else target
+    data = [] if command[0] == "compare" else ["--data-dir", tiny_idx_dir, "--no-verify"]
+    code, _, err = run_cli(*command, "--out", out, *data)
+    assert code == 2 and "Traceback" not in err
+    assert err.count("\n") == 1 and f"{out}: cannot be a directory, {target} is an existing file" in err
+    assert target.read_text() == "not a directory\n"        # nothing overwritten
+
+
+def test_an_os_error_while_training_is_one_line_and_exit_2(run_cli, tiny_idx_dir, tmp_path, monkeypatch):
+    from fmbench import training
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "run" / "last.safetensors"))
+
+    monkeypatch.setattr(training, "train", full)
+    code, _, err = run_cli("train", "cnn_seed", "--out", tmp_path / "run", "--data-dir", tiny_idx_dir, "--no-verify")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"fmbench: error: {tmp_path / 'run' / 'last.safetensors'}: No space left on device"
+
+
+def test_output_into_a_closed_pipe_exits_quietly():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "fmbench", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                                       # the reader is gone before any output
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err

@@ -84,3 +84,21 @@ def test_run_end_to_end_on_real_data(run_cli, real_data_dir: Path, tmp_path: Pat
     code, _, err = run_cli(*args)
     assert code == 0
     assert "resuming the interrupted run" in err and "reusing the finished run" in err
+
+
+def test_default_run_trains_the_study_pair_and_evaluates_the_strong_pair(run_cli, make_tiny_idx,
+                                                                          tmp_path: Path) -> None:
+    data_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=50)
+    out = tmp_path / "study"
+    args = ("run", "--out", out, "--data-dir", data_dir, "--no-verify", "--set", "epochs=1",
+            "--set", "batch_size=16", "--set", "threads=1")
+    code, stdout, err = run_cli(*args)
+    assert code == 0, err
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert [r.split("-")[:2] for r in runs] == [["cnn_best", "pretrained"], ["cnn_seed", "fast"],
+                                                ["vit_best", "pretrained"], ["vit_seed", "fast"]]
+    md = (out / "report.md").read_text()
+    assert "compare cnn_seed with vit_seed; cnn_best with vit_best" in md
+    assert "The study's published results (quoted, not measured here)" in md
+    code, _, err = run_cli(*args)                # again: everything is reused
+    assert code == 0 and err.count("reusing") == 4 and "training" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from fmbench import __version__
@@ -68,9 +69,22 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()                   # a closed pipe shows up here, not at interpreter exit
+        return code
     except FmbenchError as e:
         print(f"fmbench: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`fmbench predict ... | head`): stop quietly, as a Unix tool killed by
+        # SIGPIPE would (exit 141), and point stdout at /dev/null so that the final flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        # The file system refused (an existing file where a directory is wanted, permission denied,
+        # no space left, read-only): a user-facing problem, one line naming the path and the cause.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"fmbench: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fmbench: interrupted", file=sys.stderr)

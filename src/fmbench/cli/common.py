@@ -46,3 +46,15 @@ def overrides_from(args: argparse.Namespace) -> dict[str, str]:
     if getattr(args, "precision", None):
         over["precision"] = args.precision
     return over
+
+
+def check_out_dir(path: Path) -> Path:
+    """An output directory that can be created or reused; a file or such in the way is a user error."""
+    from fmbench.errors import ConfigError
+
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{path}: cannot be a directory, {p} is an existing file")
+            break
+    return path

@@ -78,6 +78,9 @@ def _test_images(args: argparse.Namespace, n_test: int, test_hash: str) -> tuple
 def run(args: argparse.Namespace) -> int:
     from fmbench.report import load_runs, write_report
 
+    from fmbench.cli.common import check_out_dir
+
+    check_out_dir(args.out)
     groups = load_runs(args.run_dirs)          # RunDirError -> one line, exit 2
     first = next(iter(groups.values()))[0]
     images, note = _test_images(args, first.n_test, first.test_hash)

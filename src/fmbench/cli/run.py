@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fmbench.errors import ConfigError
 
-from fmbench.cli.common import RAW, add_data_args, add_device_args, load_data, overrides_from
+from fmbench.cli.common import RAW, add_data_args, add_device_args, check_out_dir, load_data, overrides_from
 
 EPILOG = """examples:
   fmbench run                                      the study's CNN and ViT on their fast recipes, beside the
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     if args.pretrained and (overrides or args.seeds != 1):
         raise ConfigError("--set and --seeds do not apply to --pretrained (the shipped weights are evaluated as they are)")
-    plan_runs(entries, overrides, args.seeds, args.out)  # bad options fail before loading data
+    plan_runs(entries, overrides, args.seeds, check_out_dir(args.out))  # bad options fail before loading data
     data = load_data(args)
     try:
         report = run_study(entries, overrides, args.seeds, args.out, data, args.device, command=command)

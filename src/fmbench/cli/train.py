@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fmbench.cli.common import RAW, add_data_args, add_device_args, load_data, overrides_from
+from fmbench.cli.common import RAW, add_data_args, add_device_args, check_out_dir, load_data, overrides_from
 from fmbench.errors import ConfigError
 
 EPILOG = """examples:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.resume
     else:
         rc = training.make_config(args.model, args.preset, overrides_from(args))
-        run_dir = args.out or training.default_run_dir(rc)
+        run_dir = check_out_dir(args.out or training.default_run_dir(rc))
         if training.is_complete(run_dir):
             raise ConfigError(f"{run_dir} already holds a finished run; choose another --out")
     data = load_data(args)
