@@ -7,7 +7,8 @@ touches ~/.cache or the network.
 - `make_tiny_idx`: the writer behind `tiny_idx_dir` (directory, n_train=, n_test=, seed=, compress=).
 - `run_cli`: `run_cli("data", "--no-download")` runs `fmbench.cli.main` in-process and returns
   (exit code, stdout, stderr).
-- `real_data_dir`: the shared read-only copy of the real files (skips if absent). Never write there.
+- `real_data_dir`: where fmbench's own lookup finds the real files for this user (FMBENCH_DATA_DIR,
+  the cache, Debian's directory); fails, never skips, when they are nowhere. Never write there.
 - `real_dataset`: the real data set loaded once per session (verified), from a session cache.
 - autouse `_fmbench_env`: FMBENCH_CACHE_DIR points at a per-session temporary cache,
   FMBENCH_DEBIAN_DIR at an empty directory, FMBENCH_MIRRORS at a closed local port with one
@@ -25,7 +26,34 @@ import pytest
 from fmbench.data.idx import idx_bytes
 
 TINY_TRAIN, TINY_TEST = 40, 20
-REAL_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/datasets/fashion-mnist"
+
+
+def _find_real_data() -> tuple[Path | None, str]:
+    """Where fmbench itself finds Fashion-MNIST for this user (FMBENCH_DATA_DIR, the cache, Debian's
+    directory; never a download): (directory, how), or (None, why not)."""
+    from fmbench.data.sources import locate
+    from fmbench.errors import DataError
+
+    try:
+        found = locate(download=False, log=lambda m: None)
+    except DataError as e:
+        return None, str(e)
+    dirs = {p.parent for p in found.paths.values()}
+    if len(dirs) != 1:
+        return None, f"the four files are spread over {sorted(map(str, dirs))}"
+    return dirs.pop(), found.source
+
+
+# Looked up once, at import: before the autouse fixture below points fmbench at empty places.
+REAL_DATA_DIR, REAL_DATA_SOURCE = _find_real_data()
+
+
+def _need_real_data() -> Path:
+    if REAL_DATA_DIR is None:
+        pytest.fail(f"the real-data tests need Fashion-MNIST: {REAL_DATA_SOURCE}. `make test` gets it "
+                    "first (scripts/ensure-data.sh, as `make demo` does); or set FMBENCH_DATA_DIR=DIR",
+                    pytrace=False)
+    return REAL_DATA_DIR
 
 
 def write_tiny_idx(directory: Path, *, n_train: int = TINY_TRAIN, n_test: int = TINY_TEST,
@@ -73,11 +101,9 @@ def run_cli(capsys: pytest.CaptureFixture):
 
 @pytest.fixture
 def real_data_dir() -> Path:
-    """The shared read-only directory with the real Fashion-MNIST .gz files."""
-    if not all((REAL_DATA_DIR / f"{s}.gz").is_file() for s in (
-            "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")):
-        pytest.skip(f"real Fashion-MNIST not found at {REAL_DATA_DIR}")
-    return REAL_DATA_DIR
+    """The directory where fmbench finds the real Fashion-MNIST for this user; read-only. A missing
+    data set fails the test (it never skips): `make test` gets the data first."""
+    return _need_real_data()
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +116,7 @@ def real_dataset(session_cache: Path):
     """The real data set, verified, loaded once per test session."""
     from fmbench.data import load_fashion_mnist
 
-    if not REAL_DATA_DIR.is_dir():
-        pytest.skip(f"real Fashion-MNIST not found at {REAL_DATA_DIR}")
-    return load_fashion_mnist(REAL_DATA_DIR, cache_dir=session_cache, download=False, log=lambda m: None)
+    return load_fashion_mnist(_need_real_data(), cache_dir=session_cache, download=False, log=lambda m: None)
 
 
 @pytest.fixture(autouse=True)
