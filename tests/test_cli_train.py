@@ -300,16 +300,36 @@ def test_out_naming_an_existing_file_is_a_user_error(run_cli, tiny_idx_dir, tmp_
     assert target.read_text() == "not a directory\n"        # nothing overwritten
 
 
-def test_an_os_error_while_training_is_one_line_and_exit_2(run_cli, tiny_idx_dir, tmp_path, monkeypatch):
-    from fmbench import training
+def test_a_full_disk_mid_run_is_one_line_and_the_run_resumes(run_cli, make_tiny_idx, tmp_path, monkeypatch):
+    from fmbench.engine import checkpoint
+    from fmbench.fileio import atomic_path, write_bytes
 
-    def full(*a, **k):
-        raise OSError(28, "No space left on device", str(tmp_path / "run" / "last.safetensors"))
+    stub_speed(monkeypatch)
+    data_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=20)
+    run_dir = tmp_path / "run"
+    writes = {"n": 0}
 
-    monkeypatch.setattr(training, "train", full)
-    code, _, err = run_cli("train", "cnn_seed", "--out", tmp_path / "run", "--data-dir", tiny_idx_dir, "--no-verify")
+    def disk_fills_up(path, data):               # epoch 1 writes best + last; epoch 2's first write fails
+        writes["n"] += 1
+        if writes["n"] == 3:
+            with atomic_path(path) as tmp:            # half the bytes written, then the disk is full
+                tmp.write_bytes(data[: len(data) // 2])
+                raise OSError(28, "No space left on device", str(path))
+        write_bytes(path, data)
+
+    monkeypatch.setattr(checkpoint, "write_bytes", disk_fills_up)
+    args = ("--data-dir", data_dir, "--no-verify", "--device", "cpu")
+    code, _, err = run_cli("train", "cnn_seed", "--out", run_dir, "--set", "epochs=2", "--set", "batch_size=16",
+                           "--set", "threads=1", *args)
     assert code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == f"fmbench: error: {tmp_path / 'run' / 'last.safetensors'}: No space left on device"
+    assert err.strip().splitlines()[-1].startswith(f"fmbench: error: {run_dir}/")
+    assert err.strip().endswith(".safetensors: No space left on device")
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]       # no temporary file left
+    assert len(metrics(run_dir)) == 1                                          # epoch 1 is complete
+    monkeypatch.setattr(checkpoint, "write_bytes", write_bytes)                # space again
+    code, _, err = run_cli("train", "--resume", run_dir, *args)
+    assert code == 0, err
+    assert [m["epoch"] for m in metrics(run_dir)] == [1, 2] and (run_dir / "summary.json").is_file()
 
 
 def test_output_into_a_closed_pipe_exits_quietly():

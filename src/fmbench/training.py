@@ -149,9 +149,7 @@ def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch
 def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precision: str, splits,
                      names: tuple[str, ...], best_epoch: int | None, log: Log = _stderr) -> dict[str, dict]:
     """Evaluate `model` cleanly on the named splits (test last); write eval.json and test_outputs."""
-    from safetensors.torch import save_file
-
-    from fmbench.fileio import atomic_path
+    from fmbench.engine.checkpoint import save_tensors
 
     data = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
             "test": (splits.test_x, splits.test_y)}
@@ -163,8 +161,8 @@ def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precisio
         log(f"{name:>5}: loss {metrics[name]['loss']:.4f}  accuracy {metrics[name]['accuracy']:.4f}  "
             f"weighted F1 {metrics[name]['f1_weighted']:.4f}")
     write_json(run_dir / "eval.json", {"best_epoch": best_epoch, "splits": metrics})
-    with atomic_path(run_dir / "test_outputs.safetensors") as tmp:
-        save_file({"probs": probs.float().cpu().contiguous(), "labels": splits.test_y.cpu().contiguous()}, str(tmp))
+    save_tensors(run_dir / "test_outputs.safetensors",
+                 {"probs": probs.float().cpu().contiguous(), "labels": splits.test_y.cpu().contiguous()})
     return metrics
 
 

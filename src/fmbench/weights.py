@@ -20,14 +20,14 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from fmbench.data.batches import make_splits
-from fmbench.engine.checkpoint import load_weights
+from fmbench.engine.checkpoint import load_weights, save_tensors
 from fmbench.engine.loop import evaluate
 from fmbench.engine.speed import measure_inference
 from fmbench.errors import RunDirError
-from fmbench.fileio import atomic_path, read_json, write_json
+from fmbench.fileio import read_json, write_json
 from fmbench.models import build_model, count_flops, count_params
 from fmbench.runtime import capture_env, choose_device, choose_precision
 from fmbench.training import (RunConfig, _read_metrics, is_complete, read_config, run_config_from,
@@ -151,8 +151,7 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.safetensors"
-    with atomic_path(weights) as tmp:
-        save_file(state, str(tmp), metadata={"model": rc.model, "format": "fmbench-weights-1"})
+    save_tensors(weights, state, metadata={"model": rc.model, "format": "fmbench-weights-1"})
     card = {
         "card_version": CARD_VERSION, "name": name, "model": rc.model, "sha256": sha256_file(weights),
         "dtype": str(dtype).removeprefix("torch."), "bytes": weights.stat().st_size,

@@ -12,17 +12,22 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from fmbench.errors import RunDirError
-from fmbench.fileio import atomic_path
+from fmbench.fileio import atomic_path, write_bytes
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors, atomically. Serialised in memory (a few MB) and written by our
+    own writer, so that a full disk or a refused write is an OSError naming the file, and the old
+    file, if any, stays intact."""
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write the model's state dict (tensors made contiguous, on CPU) to a safetensors file."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    save_tensors(path, {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, metadata)
 
 
 def load_weights(model: nn.Module, path: Path, expected_sha256: str | None = None) -> None:
