@@ -30,7 +30,7 @@ from fmbench.data import Dataset
 
 # Every file of the run-directory contract in docs/design.md.
 RUN_FILES = ("config.json", "env.json", "metrics.jsonl", "best.safetensors", "last.safetensors",
-             "last.state.pt", "eval.json", "test_outputs.safetensors", "summary.json")
+             "last.state.pt", "eval.json", "test_outputs.safetensors", "summary.json", ".lock")
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "train_f1", "val_loss", "val_accuracy", "val_f1",
                "lr", "epoch_time_s", "images_per_s"}
 TIMING_KEYS = ("epoch_time_s", "images_per_s")  # wall-clock: the only fields allowed to differ between runs

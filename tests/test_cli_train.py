@@ -324,7 +324,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_run_resumes(run_cli, make_tiny_
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"fmbench: error: {run_dir}/")
     assert err.strip().endswith(".safetensors: No space left on device")
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]       # no temporary file left
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]      # no temporary file left
     assert len(metrics(run_dir)) == 1                                          # epoch 1 is complete
     monkeypatch.setattr(checkpoint, "write_bytes", write_bytes)                # space again
     code, _, err = run_cli("train", "--resume", run_dir, *args)
@@ -342,3 +342,19 @@ def test_output_into_a_closed_pipe_exits_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_a_second_writer_of_a_run_directory_is_refused(run_cli, tiny_idx_dir, tmp_path):
+    import os
+
+    from fmbench.fileio import writer_lock
+
+    run_dir = tmp_path / "run"
+    with writer_lock(run_dir):                    # another `fmbench train` is writing here
+        code, _, err = run_cli("train", "cnn_seed", "--out", run_dir, "--set", "epochs=1",
+                               "--data-dir", tiny_idx_dir, "--no-verify")
+    assert code == 2 and "Traceback" not in err
+    assert f"{run_dir}: this run directory is being written by process {os.getpid()}" in err
+    assert not (run_dir / "config.json").exists()           # nothing of the second run was written
+    with writer_lock(run_dir):                    # released: the lock can be taken again
+        pass

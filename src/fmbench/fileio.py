@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+LOCK_FILE = ".lock"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -31,6 +34,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def writer_lock(directory: str | os.PathLike, what: str = "run directory") -> Iterator[None]:
+    """Hold an OS lock (flock on DIR/.lock) while writing DIR. A second writer fails at once with
+    a RunDirError naming the directory and the holding process; readers never need the lock.
+    The lock dies with its process, so a killed run leaves nothing to clean up."""
+    from fmbench.errors import RunDirError
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system: no lock
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    f = open(directory / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RunDirError(f"{directory}: this {what} is being written by {holder}; "
+                              "wait for it to finish or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()                              # closing releases the lock
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -22,7 +22,7 @@ from fmbench.engine.checkpoint import load_weights, save_weights
 from fmbench.engine.loop import evaluate, fit
 from fmbench.engine.speed import measure_inference
 from fmbench.errors import RunDirError
-from fmbench.fileio import read_json, write_json
+from fmbench.fileio import read_json, write_json, writer_lock
 from fmbench.models import build_model, count_flops, count_params, get_spec, resolve_config, resolve_preset
 from fmbench.runtime import capture_env, choose_device, choose_precision, seed_everything, set_threads
 
@@ -100,8 +100,19 @@ def is_complete(run_dir: Path) -> bool:
 
 def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume: bool = False,
           log: Log = _stderr) -> Path:
-    """Train `rc` in `run_dir` on the loaded data set, evaluate it and write the run directory."""
+    """Train `rc` in `run_dir` on the loaded data set, evaluate it and write the run directory.
+
+    The main process holds the directory's writer lock throughout: a second `fmbench train` into
+    the same directory fails at once instead of mixing two runs' files."""
     run_dir = Path(run_dir)
+    device_name = D.setup(device_name)         # join torchrun's group first: only rank 0 writes
+    if not D.is_main():
+        return _train(rc, run_dir, data, device_name, resume, log)
+    with writer_lock(run_dir):
+        return _train(rc, run_dir, data, device_name, resume, log)
+
+
+def _train(rc: RunConfig, run_dir: Path, data, device_name: str, resume: bool, log: Log) -> Path:
     cfg = rc.train_cfg
     set_threads(cfg.threads)
     device = choose_device(D.setup(device_name))
