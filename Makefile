@@ -5,11 +5,18 @@ BIN    := $(VENV)/bin
 
 .PHONY: setup demo test data clean
 
-# torch==2.13.0 first: a bare `torch` requirement would pull a multi-GB CUDA build.
+# torch==2.13.0 first. PyPI's torch is the multi-GB CUDA build, so on a machine without an NVIDIA
+# GPU (no nvidia-smi) it comes from PyTorch's CPU wheel index; where that index cannot be reached,
+# pip falls back to the indexes it can reach. Choose yourself with TORCH_INDEX, e.g.
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cu130    (a CUDA build)
+#   make demo TORCH_INDEX=                                           (whatever pip's default index has)
+TORCH_INDEX ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo https://download.pytorch.org/whl/cpu)
+TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --timeout 20 --retries 1,)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q torch==2.13.0 $(TORCH_FROM)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
