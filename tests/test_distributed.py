@@ -40,6 +40,7 @@ def data_dir(make_tiny_idx, tmp_path: Path) -> Path:
     return make_tiny_idx(tmp_path / "idx", n_train=200, n_test=40)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process_with_double_batch(data_dir: Path, tmp_path: Path, run_cli) -> None:
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     # The seed preset (plain Adam): under `fast` (AdamW, beta2 0.99) the attention's key bias, whose
@@ -66,6 +67,7 @@ def test_ddp_two_processes_match_one_process_with_double_batch(data_dir: Path, t
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_failing_rank_fails_the_job_instead_of_hanging(data_dir: Path, tmp_path: Path) -> None:
     entry = tmp_path / "failing_entry.py"
     entry.write_text(

@@ -53,6 +53,7 @@ def test_run_rejects_bad_options(run_cli, tiny_idx_dir: Path, tmp_path: Path, ar
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_run_end_to_end_on_real_data(run_cli, real_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
     args = ("run", "--models", "cnn_seed,vit_seed", "--out", out, "--data-dir", real_data_dir,
@@ -86,6 +87,7 @@ def test_run_end_to_end_on_real_data(run_cli, real_data_dir: Path, tmp_path: Pat
     assert "resuming the interrupted run" in err and "reusing the finished run" in err
 
 
+@pytest.mark.slow
 def test_default_run_trains_the_study_pair_and_evaluates_the_strong_pair(run_cli, make_tiny_idx,
                                                                           tmp_path: Path) -> None:
     data_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=50)

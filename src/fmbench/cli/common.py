@@ -31,6 +31,14 @@ def load_data(args: argparse.Namespace):
         cache_dir=args.cache_dir, log=lambda s: print(s, file=sys.stderr))
 
 
+def add_training_args(p: argparse.ArgumentParser, every: str = "") -> None:
+    """--preset and --set, which `train` and `run` share; `every` says whom they apply to in `run`."""
+    p.add_argument("--preset", help=f"named recipe{every}, listed by `fmbench models` (default: the model's "
+                                    "own, e.g. fast for cnn_seed/vit_seed, best for cnn_best/vit_best)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override one setting{every} (repeatable; an unknown key lists the valid ones)")
+
+
 def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=os.environ.get("FMBENCH_DEVICE", "auto"),
                    help="auto (default), cpu, cuda, cuda:N or mps")

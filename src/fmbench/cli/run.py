@@ -9,7 +9,8 @@ from pathlib import Path
 
 from fmbench.errors import ConfigError
 
-from fmbench.cli.common import RAW, add_data_args, add_device_args, check_out_dir, load_data, overrides_from
+from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
+                                overrides_from)
 
 EPILOG = """examples:
   fmbench run                                      the study's CNN and ViT on their fast recipes, beside the
@@ -29,9 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "report.md, report.html and figures to the output directory.")
     p.add_argument("--models", help="comma-separated model names (default: the default study: cnn_seed and "
                                     "vit_seed trained with preset fast, cnn_best and vit_best shipped)")
-    p.add_argument("--preset", help="preset for every trained model (default: each model's own; "
-                                    "see `fmbench models`)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting for every model")
+    add_training_args(p, " for every trained model")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="train each model N times (seeds count up)")
     p.add_argument("--out", type=Path, default=Path("fmbench-study"), metavar="DIR",
                    help="output directory: report and runs/ (default: fmbench-study)")

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fmbench.cli.common import RAW, add_data_args, add_device_args, check_out_dir, load_data, overrides_from
+from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
+                                overrides_from)
 from fmbench.errors import ConfigError
 
 EPILOG = """examples:
@@ -24,9 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Writes config, metrics per epoch, checkpoints and the final "
                                    "evaluation to a run directory.")
     p.add_argument("model", nargs="?", help="registered model name, e.g. cnn_seed or vit_seed")
-    p.add_argument("--preset", help="named recipe, listed by `fmbench models` (default: the model's own, "
-                                    "e.g. fast for cnn_seed/vit_seed, best for cnn_best/vit_best)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
+    add_training_args(p)
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/MODEL-PRESET-seedN-HASH)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="resume an interrupted run")
     add_device_args(p)
