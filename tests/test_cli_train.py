@@ -132,7 +132,9 @@ def test_train_writes_a_complete_run_directory(cli_run):
 
     config = read_json(run_dir / "config.json")
     assert set(config) == {"format_version", "fmbench_version", "model", "preset", "overrides", "model_config",
-                           "train_config", "config_hash"}
+                           "train_config", "config_hash", "data"}
+    assert config["data"]["name"] == "idx" and len(config["data"]["key"]) == 16   # tiny random IDX files
+    assert config["data"]["classes"] == list(CLASSES)
     assert (config["format_version"], config["model"], config["preset"]) == (1, "cnn_seed", "fast")
     assert config["overrides"] == {"epochs": "2", "batch_size": "8", "val_fraction": "0.25", "threads": "1"}
     assert config["train_config"]["epochs"] == 2 and config["model_config"]["conv1"] == 64

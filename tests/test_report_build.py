@@ -234,3 +234,13 @@ def test_every_report_quotes_the_studys_published_table(four):
         assert row in results
     assert "evaluation bug in the study" in results
     assert PUBLISHED["vit_seed"]["val"].loss == 16.48
+
+
+def test_runs_trained_on_different_data_sets_are_refused(tmp_path):
+    a = write_run(tmp_path, "cnn_seed", n=N)
+    b = write_run(tmp_path, "vit_seed", n=N)
+    for d, key in ((a, "aaaa000011112222"), (b, "bbbb000011112222")):
+        _edit(d / "config.json", data={"name": "idx", "key": key, "classes": []})
+    with pytest.raises(RunDirError, match="trained on different data sets .idx key aaaa000011112222 vs "
+                                          "idx key bbbb000011112222"):
+        load_runs([a, b])

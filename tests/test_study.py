@@ -104,3 +104,25 @@ def test_default_run_trains_the_study_pair_and_evaluates_the_strong_pair(run_cli
     assert "The study's published results (quoted, not measured here)" in md
     code, _, err = run_cli(*args)                # again: everything is reused
     assert code == 0 and err.count("reusing") == 4 and "training" not in err
+
+
+def test_other_data_never_reuses_resumes_or_compares_with_runs_of_this_data(run_cli, make_tiny_idx,
+                                                                            tmp_path: Path) -> None:
+    a = make_tiny_idx(tmp_path / "a", n_train=200, n_test=50, seed=0)
+    b = make_tiny_idx(tmp_path / "b", n_train=200, n_test=50, seed=1)   # another IDX data set
+    out = tmp_path / "study"
+    common = ("run", "--models", "cnn_seed", "--out", out, "--no-verify", "--set", "epochs=1",
+              "--set", "batch_size=16", "--set", "threads=1")
+    code, _, err = run_cli(*common, "--data-dir", a)
+    assert code == 0, err
+    code, _, err = run_cli(*common, "--data-dir", b)
+    assert code == 0, err
+    assert "reusing" not in err and "training in" in err                # its own run, not a's
+    run_a, run_b = sorted((out / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    key = lambda d: json.loads((d / "config.json").read_text())["data"]["key"]   # noqa: E731
+    assert key(run_a) != key(run_b)
+
+    (run_a / "summary.json").unlink()                                   # interrupted: resume it on b
+    code, _, err = run_cli("train", "--resume", run_a, "--data-dir", b, "--no-verify")
+    assert code == 2 and f"trained on data set idx (key {key(run_a)})" in err and key(run_b) in err
+    assert len(err.strip().splitlines()) <= 2 and "Traceback" not in err

@@ -176,7 +176,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def config_hash(model: str, model_cfg: Any, train_cfg: Any) -> str:
-    """A short stable hash of everything that defines a run (used to reuse finished runs)."""
-    blob = json.dumps({"name": model, "model": to_dict(model_cfg), "train": to_dict(train_cfg)}, sort_keys=True)
+def config_hash(model: str, model_cfg: Any, train_cfg: Any, data_key: str | None = None) -> str:
+    """A short stable hash of everything that defines a run (used to reuse finished runs): the
+    model, both configs and, when known, the data set's key (so other data never reuses a run)."""
+    parts = {"name": model, "model": to_dict(model_cfg), "train": to_dict(train_cfg)}
+    if data_key is not None:
+        parts["data"] = data_key
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -58,10 +58,11 @@ def choose_entries(models: list[str] | None, preset: str | None, pretrained: boo
     return [Entry(m, preset) for m in (models or STUDY_MODELS)]
 
 
-def plan_runs(entries: list[Entry], overrides: dict[str, Any], seeds: int,
-              out: Path) -> list[tuple[Entry, training.RunConfig | None, Path]]:
+def plan_runs(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: Path,
+              data=None) -> list[tuple[Entry, training.RunConfig | None, Path]]:
     """(entry, config, run directory) for every entry and seed; seeds count up from the preset's
-    seed. A pretrained entry has one run and no config (its weights card holds it)."""
+    seed. A pretrained entry has one run and no config (its weights card holds it). With `data`,
+    each config is bound to it, so that runs on other data land in other directories."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if not entries:
@@ -80,6 +81,7 @@ def plan_runs(entries: list[Entry], overrides: dict[str, Any], seeds: int,
             base = training.make_config(e.model, e.preset, overrides)
             rc = base if i == 0 else training.make_config(
                 e.model, e.preset, {**overrides, "seed": base.train_cfg.seed + i})
+            rc = rc.on(data) if data is not None else rc
             planned.append((e, rc, training.default_run_dir(rc, out / "runs")))
     return planned
 
@@ -88,7 +90,7 @@ def run_study(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
               device: str = "auto", command: str = "", log: Log = _stderr) -> Path | None:
     """Train (or reuse, or resume) or evaluate every planned run, then build the report; returns report.html."""
     run_dirs = []
-    planned = plan_runs(entries, overrides, seeds, out)
+    planned = plan_runs(entries, overrides, seeds, out, data)
     for n, (entry, rc, run_dir) in enumerate(planned, 1):
         if rc is None:
             head = f"[{n}/{len(planned)}] {entry.model} (shipped weights)"
@@ -105,6 +107,8 @@ def run_study(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
 
 
 def _train_or_reuse(rc: training.RunConfig, run_dir: Path, data, device: str, head: str, log: Log) -> None:
+    if (run_dir / "config.json").exists():
+        training.check_same_data(training.read_config(run_dir), data, run_dir)
     if training.is_complete(run_dir):
         log(f"{head}: reusing the finished run {run_dir}")
     elif (run_dir / "config.json").exists():

@@ -7,7 +7,7 @@ config, the data splits, the model registry and the engine; the CLI only calls i
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,15 +43,23 @@ class RunConfig:
     overrides: dict[str, Any]
     model_cfg: Any
     train_cfg: TrainConfig
+    data: dict[str, Any] | None = None     # Dataset.identity of the data it trains on (None: not yet known)
 
     @property
     def hash(self) -> str:
-        return config_hash(self.model, self.model_cfg, self.train_cfg)
+        return config_hash(self.model, self.model_cfg, self.train_cfg, self.data["key"] if self.data else None)
+
+    def on(self, data) -> "RunConfig":
+        """This config bound to a loaded data set (its identity enters the hash and config.json)."""
+        return replace(self, data=data.identity)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "fmbench_version": __version__, "model": self.model,
-                "preset": self.preset, "overrides": self.overrides, "model_config": to_dict(self.model_cfg),
-                "train_config": to_dict(self.train_cfg), "config_hash": self.hash}
+        out = {"format_version": FORMAT_VERSION, "fmbench_version": __version__, "model": self.model,
+               "preset": self.preset, "overrides": self.overrides, "model_config": to_dict(self.model_cfg),
+               "train_config": to_dict(self.train_cfg), "config_hash": self.hash}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
 
 
 def make_config(model: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -81,7 +89,8 @@ def run_config_from(model: str | None, cfg: dict[str, Any], where: Path | str) -
         legacy = getattr(spec.config_cls, "LEGACY_DEFAULTS", {})
         model_cfg = apply_overrides(spec.config_cls(), {**legacy, **cfg["model_config"]})
         train_cfg = apply_overrides(TrainConfig(), cfg["train_config"])
-        return RunConfig(model, cfg.get("preset", "?"), cfg.get("overrides", {}), model_cfg, train_cfg)
+        return RunConfig(model, cfg.get("preset", "?"), cfg.get("overrides", {}), model_cfg, train_cfg,
+                         cfg.get("data"))
     except (KeyError, TypeError) as e:
         raise RunDirError(f"{where}: missing or invalid field {e}") from None
 
@@ -105,6 +114,8 @@ def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume:
     The main process holds the directory's writer lock throughout: a second `fmbench train` into
     the same directory fails at once instead of mixing two runs' files."""
     run_dir = Path(run_dir)
+    check_same_data(rc, data, run_dir)
+    rc = rc if rc.data is not None else rc.on(data)
     device_name = D.setup(device_name)         # join torchrun's group first: only rank 0 writes
     if not D.is_main():
         return _train(rc, run_dir, data, device_name, resume, log)
@@ -186,9 +197,18 @@ def _read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
+def check_same_data(rc: RunConfig, data, where: Path) -> None:
+    """A run bound to one data set is never continued or reused on another: one line naming both."""
+    if rc.data is not None and rc.data.get("key") != data.identity["key"]:
+        raise RunDirError(f"{where}: this run was trained on data set {rc.data.get('name')} "
+                          f"(key {rc.data.get('key')}), but the data given is {data.identity['name']} "
+                          f"(key {data.identity['key']}, {data.source}); use the same data or another --out")
+
+
 def resume(run_dir: Path, data, device_name: str = "auto", log: Log = _stderr) -> Path:
     """Continue an interrupted run from its `last` checkpoint (model and config from the run dir)."""
     rc = read_config(run_dir)
+    check_same_data(rc, data, run_dir)
     if is_complete(run_dir):
         log(f"{run_dir} is already complete; nothing to resume")
         return Path(run_dir)

@@ -45,10 +45,14 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.resume
     else:
         rc = training.make_config(args.model, args.preset, overrides_from(args))
+        if args.out:                                  # fail before loading the data where we can
+            check_out_dir(args.out)
+    data = load_data(args)
+    if not args.resume:
+        rc = rc.on(data)                              # the data's identity is part of the run's
         run_dir = check_out_dir(args.out or training.default_run_dir(rc))
         if training.is_complete(run_dir):
             raise ConfigError(f"{run_dir} already holds a finished run; choose another --out")
-    data = load_data(args)
     try:
         if args.resume:
             training.resume(run_dir, data, args.device)

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +43,15 @@ class Dataset:
     classes: tuple[str, ...]
     source: str                  # "explicit directory /x", "cache ~/.cache/fmbench/fashion-mnist", ...
     sha256: dict[str, str]       # decompressed-IDX SHA-256 per file stem
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What a run records about its data, and what reuse, resume and compare check: the
+        data set's name ("fashion-mnist" when the files are the published ones, else "idx"), a key
+        over the four files' SHA-256 (sources.dataset_key) and the class names."""
+        published = all(self.sha256.get(stem) == sha for stem, sha in sources.SHA256.items())
+        return {"name": "fashion-mnist" if published else "idx", "key": sources.dataset_key(self.sha256),
+                "classes": list(self.classes)}
 
     @property
     def test_hash(self) -> str:

@@ -155,9 +155,15 @@ def load_run(run_dir: str | Path) -> RunRecord:
 
 
 def check_same_test_set(runs: list[RunRecord]) -> None:
-    """Refuse runs evaluated on different test data: their predictions cannot be paired."""
+    """Refuse runs trained on different data sets (config.json "data") or evaluated on different
+    test data: their predictions cannot be paired."""
     first = runs[0]
     for r in runs[1:]:
+        a, b = first.config.get("data"), r.config.get("data")
+        if a and b and a.get("key") != b.get("key"):
+            raise RunDirError(
+                f"cannot compare {first.path} and {r.path}: they were trained on different data sets "
+                f"({a.get('name')} key {a.get('key')} vs {b.get('name')} key {b.get('key')})")
         if r.test_hash != first.test_hash:
             raise RunDirError(
                 f"cannot compare {first.path} and {r.path}: they were evaluated on different test "
