@@ -360,3 +360,32 @@ def test_a_second_writer_of_a_run_directory_is_refused(run_cli, tiny_idx_dir, tm
     assert not (run_dir / "config.json").exists()           # nothing of the second run was written
     with writer_lock(run_dir):                    # released: the lock can be taken again
         pass
+
+
+def test_class_names_come_from_the_data_source(run_cli, make_tiny_idx, tmp_path):
+    from PIL import Image
+
+    data_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=20)
+    names = [f"kind-{i}" for i in range(10)]
+    (data_dir / "classes.txt").write_text("\n".join(names) + "\n")
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli("train", "cnn_seed", "--out", run_dir, "--set", "epochs=1", "--set", "batch_size=16",
+                           "--set", "threads=1", "--data-dir", data_dir, "--no-verify")
+    assert code == 0, err
+    assert read_json(run_dir / "config.json")["data"]["classes"] == names
+    assert [row["class"] for row in read_json(run_dir / "eval.json")["splits"]["test"]["per_class"]] == names
+    img = tmp_path / "x.png"
+    Image.new("L", (28, 28), 200).save(img)
+    code, out, err = run_cli("predict", run_dir, img, "--json")
+    assert code == 0, err
+    assert json.loads(out)["predictions"][0]["top"][0]["class"] in names
+
+
+@pytest.mark.parametrize("text, message", [("a\nb\nc\n", "expected 10 distinct class names, one per line (labels 0-9), found 3"),
+                                           ("same\n" * 10, "found 10 with duplicates")])
+def test_a_bad_classes_file_is_one_line_naming_it(run_cli, make_tiny_idx, tmp_path, text, message):
+    data_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=20)
+    (data_dir / "classes.txt").write_text(text)
+    code, _, err = run_cli("data", "--data-dir", data_dir, "--no-verify")
+    assert code == 2 and f"{data_dir / 'classes.txt'}: expected 10 distinct" in err and message in err
+    assert "Traceback" not in err

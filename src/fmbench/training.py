@@ -154,7 +154,7 @@ def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch
     """Clean evaluation on train/val/test, cost figures, and summary.json (written last)."""
     cfg = rc.train_cfg
     splits_eval = write_evaluation(run_dir, model, cfg, precision, splits, ("train", "val", "test"),
-                                   result.get("best_epoch"), log)
+                                   result.get("best_epoch"), log, (rc.data or {}).get("classes"))
     speed = measure_inference(model, device, precision, channels_last=cfg.channels_last)
     epochs = _read_metrics(run_dir)
     ips = [r["images_per_s"] for r in epochs]
@@ -169,8 +169,10 @@ def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch
 
 
 def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precision: str, splits,
-                     names: tuple[str, ...], best_epoch: int | None, log: Log = _stderr) -> dict[str, dict]:
-    """Evaluate `model` cleanly on the named splits (test last); write eval.json and test_outputs."""
+                     names: tuple[str, ...], best_epoch: int | None, log: Log = _stderr,
+                     classes: tuple[str, ...] | list[str] | None = None) -> dict[str, dict]:
+    """Evaluate `model` cleanly on the named splits (test last); write eval.json and test_outputs.
+    `classes` names the per-class rows (the data set's class names; default Fashion-MNIST's)."""
     from fmbench.engine.checkpoint import save_tensors
 
     data = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
@@ -178,6 +180,8 @@ def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precisio
     metrics, probs = {}, None
     for name in names:
         metrics[name], p = evaluate(model, *data[name], cfg, precision)
+        for row, cls in zip(metrics[name]["per_class"], classes or ()):
+            row["class"] = cls
         if name == "test":
             probs = p
         log(f"{name:>5}: loss {metrics[name]['loss']:.4f}  accuracy {metrics[name]['accuracy']:.4f}  "

@@ -115,7 +115,8 @@ def evaluate_shipped(name_or_path: str | Path, run_dir: Path, data, device: torc
     (run_dir / "metrics.jsonl").write_text("".join(_json_line(r) for r in curve))
     splits = make_splits(data, cfg, device)
     log(f"evaluating shipped {rc.model} ({card['sha256'][:12]}) on {device} in {precision}")
-    result = write_evaluation(run_dir, model, cfg, precision, splits, ("val", "test"), card.get("best_epoch"), log)
+    result = write_evaluation(run_dir, model, cfg, precision, splits, ("val", "test"), card.get("best_epoch"), log,
+                              data.classes)
     speed = measure_inference(model, device, precision, channels_last=cfg.channels_last)
     write_json(run_dir / "summary.json", {
         "status": "complete", "model": rc.model, "preset": rc.preset, "config_hash": rc.hash,

@@ -56,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
         model, rc = load_shipped(args.weights, device)
     else:
         model, rc = load_model(run_dir, device)
+    classes = (rc.data or {}).get("classes") or CLASSES        # the names the run was trained with
     precision = choose_precision(args.precision or rc.train_cfg.precision, device)
     probs = predict_logits(model, x, 256, precision).softmax(1).cpu()
     top_p, top_i = probs.topk(args.top, dim=1)
-    results = [{"image": str(path), "top": [{"class": CLASSES[i], "index": int(i), "probability": round(float(p), 6)}
+    results = [{"image": str(path), "top": [{"class": classes[i], "index": int(i), "probability": round(float(p), 6)}
                                             for p, i in zip(top_p[n], top_i[n])]}
                for n, path in enumerate(images)]
     if args.json:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from fmbench import CLASSES
+from fmbench.errors import DataError
 from fmbench.data import idx, sources
 from fmbench.data.sources import Log
 from fmbench.fileio import atomic_path
@@ -31,6 +32,9 @@ _FIELDS = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+
+
+CLASSES_FILE = "classes.txt"
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field by field is ambiguous
@@ -80,7 +84,27 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, mirrors: li
         what = "verified and parsed" if verify else "parsed (not verified)"
         log(f"{what} the 4 IDX files in {time.perf_counter() - start:.1f} s"
             + (f"; saved the tensors in {cache} for next time" if saved else ""))
-    return Dataset(**tensors, classes=CLASSES, source=found.source, sha256=hashes)
+    return Dataset(**tensors, classes=read_classes(found.paths), source=found.source, sha256=hashes)
+
+
+def read_classes(paths: dict[str, Path]) -> tuple[str, ...]:
+    """The class names: `classes.txt` beside the IDX files (one name per line, one per label 0-9),
+    else Fashion-MNIST's. A file with the wrong number of names is a DataError naming it."""
+    dirs = {p.parent for p in paths.values()}
+    for directory in dirs:
+        path = directory / CLASSES_FILE
+        if not path.is_file():
+            continue
+        try:
+            names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read the class names ({e})") from None
+        if len(names) != len(CLASSES) or len(set(names)) != len(names):
+            raise DataError(f"{path}: expected {len(CLASSES)} distinct class names, one per line "
+                            f"(labels 0-{len(CLASSES) - 1}), found {len(names)}"
+                            + (" with duplicates" if len(set(names)) != len(names) else ""))
+        return names
+    return CLASSES
 
 
 def _parse(paths: dict[str, Path], verify: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
