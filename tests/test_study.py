@@ -43,7 +43,7 @@ def test_pretrained_means_every_shipped_model_and_named_models_use_their_presets
     (["--models", "cnn_seed,resnet999"], "unknown model 'resnet999'"),
     (["--set", "epochs=-1"], "epochs must be >= 1"),
     (["--preset", "nonsense"], "unknown preset 'nonsense'"),
-    (["--pretrained", "--set", "epochs=2"], "--set and --seeds do not apply to --pretrained"),
+    (["--pretrained", "--set", "epochs=2"], "--set, --precision and --seeds do not apply to --pretrained"),
     (["--pretrained", "--preset", "seed"], "--preset does not apply to --pretrained"),
     (["--pretrained", "--models", "cnn_best,vit_nope"], "unknown model 'vit_nope'"),
 ])

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     entries = choose_entries(models, args.preset, args.pretrained)
     overrides = overrides_from(args)
     if args.pretrained and (overrides or args.seeds != 1):
-        raise ConfigError("--set and --seeds do not apply to --pretrained (the shipped weights are evaluated as they are)")
+        raise ConfigError("--set, --precision and --seeds do not apply to --pretrained (the shipped weights are "
+                          "evaluated as they are)")
     plan_runs(entries, overrides, args.seeds, check_out_dir(args.out))  # bad options fail before loading data
     data = load_data(args)
     try:
