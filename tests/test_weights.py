@@ -14,7 +14,9 @@ import torch
 from fmbench import weights as W
 from fmbench.errors import RunDirError
 
-SHIPPED = ["cnn_best", "vit_best"]
+# The study's two models trained with the study's full recipe, and the strong pair.
+SHIPPED = ["cnn_seed", "vit_seed", "cnn_best", "vit_best"]
+RECIPE = {"cnn_seed": "seed", "vit_seed": "seed", "cnn_best": "best", "vit_best": "best"}
 CARD_KEYS = ("model", "config", "command", "seed", "epochs", "train_time_s", "machine", "test", "sha256",
              "test_hash", "curve")
 
@@ -30,13 +32,14 @@ def _tampered_copy(name: str, tmp_path: Path) -> Path:
     return dst
 
 
-def test_the_two_best_models_are_shipped_with_cards():
+def test_the_four_models_are_shipped_with_cards():
     assert set(SHIPPED) <= set(W.available())
     for name in SHIPPED:
         path, card_path = W.resolve(name)
         card = json.loads(card_path.read_text())
         assert all(k in card for k in CARD_KEYS), [k for k in CARD_KEYS if k not in card]
-        assert card["model"] == name and f"fmbench train {name} --preset best" in card["command"]
+        assert card["model"] == name and f"fmbench train {name} --preset {RECIPE[name]}" in card["command"]
+        assert card["config"]["preset"] == RECIPE[name]
         assert path.stat().st_size <= 10 * 2**20
         assert W.sha256_file(path) == card["sha256"]
         assert {"accuracy", "f1_weighted", "loss"} <= set(card["test"])
@@ -112,7 +115,7 @@ def test_predict_with_shipped_weights(run_cli, tmp_path: Path):
 def test_run_pretrained_writes_an_evaluation_only_report(run_cli, make_tiny_idx, tmp_path: Path):
     data_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=50)  # 20 a class: a validation split
     out_dir = tmp_path / "study"
-    code, out, err = run_cli("run", "--models", ",".join(SHIPPED), "--pretrained", "--out", out_dir,
+    code, out, err = run_cli("run", "--pretrained", "--out", out_dir,   # every shipped model
                              "--data-dir", data_dir, "--no-verify")
     assert code == 0, err
     assert (out_dir / "report.html").is_file() and (out_dir / "report.md").is_file()
@@ -129,6 +132,9 @@ def test_run_pretrained_writes_an_evaluation_only_report(run_cli, make_tiny_idx,
                         if line.startswith(f"| {name} | pretrained (evaluation only) |"))
         assert f"| {card['train_time_s']:,.1f} s | {card['epochs']} | {card['best_epoch']} |" in cost_row
     assert "evaluation only" in report
+    assert "compare cnn_seed with vit_seed; cnn_best with vit_best" in report     # CNN vs ViT per tier
+    code, _, err = run_cli("run", "--pretrained", "--out", out_dir, "--data-dir", data_dir, "--no-verify")
+    assert code == 0 and err.count("reusing the evaluation") == len(SHIPPED)
 
 
 def test_ship_run_round_trips_a_trained_run(run_cli, make_tiny_idx, tmp_path: Path):
@@ -137,7 +143,7 @@ def test_ship_run_round_trips_a_trained_run(run_cli, make_tiny_idx, tmp_path: Pa
 
     tiny_idx_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=20)
     run = tmp_path / "run"
-    code, _, err = run_cli("train", "vit_best", "--preset", "quick", "--set", "epochs=1", "--out", run,
+    code, _, err = run_cli("train", "vit_best", "--preset", "smoke", "--set", "epochs=1", "--out", run,
                            "--data-dir", tiny_idx_dir, "--no-verify")
     assert code == 0, err
     data = load_fashion_mnist(tiny_idx_dir, verify=False, log=lambda s: None)

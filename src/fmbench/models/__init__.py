@@ -129,7 +129,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "vit_seed": ModelSpec(
         ViTConfig, ViT, "the study's ViT (dim 16, 8 heads of 2 dims, 6 layers)", "vit", "study", "fast",
         presets={
-            "seed": Preset(VIT_SEED, "the study's exact recipe: 60 epochs (MEASURE)"),
+            "seed": Preset(VIT_SEED, "the study's exact recipe: 73.89% test (74.08% val), 60 epochs (122 min, 1 thread)"),
             "fast": Preset(VIT_FAST, "a short sound recipe: 82.73% test in 5 epochs (288 s, 2 cores), 80% after 4 (230 s)"),
         },
     ),
