@@ -70,12 +70,12 @@ def plan_runs(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
     planned = []
     for i in range(seeds):
         for e in entries:
-            get_spec(e.model)
             if e.pretrained:
                 if i == 0:
                     from fmbench.weights import resolve
 
-                    resolve(e.model)            # an unknown name fails before any work
+                    get_spec(e.model)           # an unknown name fails before any work
+                    resolve(e.model)
                     planned.append((e, None, out / "runs" / f"{e.model}-pretrained"))
                 continue
             base = training.make_config(e.model, e.preset, overrides)
@@ -107,8 +107,6 @@ def run_study(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
 
 
 def _train_or_reuse(rc: training.RunConfig, run_dir: Path, data, device: str, head: str, log: Log) -> None:
-    if (run_dir / "config.json").exists():
-        training.check_same_data(training.read_config(run_dir), data, run_dir)
     if training.is_complete(run_dir):
         log(f"{head}: reusing the finished run {run_dir}")
     elif (run_dir / "config.json").exists():

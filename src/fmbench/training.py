@@ -114,7 +114,7 @@ def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume:
     The main process holds the directory's writer lock throughout: a second `fmbench train` into
     the same directory fails at once instead of mixing two runs' files."""
     run_dir = Path(run_dir)
-    check_same_data(rc, data, run_dir)
+    check_same_data(read_config(run_dir) if resume else rc, data, run_dir)   # resume: what the run recorded
     rc = rc if rc.data is not None else rc.on(data)
     device_name = D.setup(device_name)         # join torchrun's group first: only rank 0 writes
     if not D.is_main():
@@ -212,7 +212,6 @@ def check_same_data(rc: RunConfig, data, where: Path) -> None:
 def resume(run_dir: Path, data, device_name: str = "auto", log: Log = _stderr) -> Path:
     """Continue an interrupted run from its `last` checkpoint (model and config from the run dir)."""
     rc = read_config(run_dir)
-    check_same_data(rc, data, run_dir)
     if is_complete(run_dir):
         log(f"{run_dir} is already complete; nothing to resume")
         return Path(run_dir)

@@ -25,11 +25,10 @@ class Doc:
     def h(self, level: int, text: str) -> None:
         self.blocks.append(("h", level, text))
 
-    def section(self, title: str) -> str:
-        """A numbered top-level section ("3. Errors by class"); returns the numbered heading."""
+    def section(self, title: str) -> None:
+        """A numbered top-level section: "3. Errors by class" when two came before it."""
         number = sum(1 for b in self.blocks if b[0] == "h" and b[1] == 2) + 1
         self.h(2, f"{number}. {title}")
-        return f"{number}. {title}"
 
     def p(self, text: str) -> None:
         self.blocks.append(("p", text))
