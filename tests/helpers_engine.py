@@ -26,13 +26,12 @@ import torch
 from safetensors.torch import load_file
 
 from fmbench import CLASSES
+from fmbench import rundir as R
 from fmbench.data import Dataset
 
-# Every file of the run-directory contract in docs/design.md.
-RUN_FILES = ("config.json", "env.json", "metrics.jsonl", "best.safetensors", "last.safetensors",
-             "last.state.pt", "eval.json", "test_outputs.safetensors", "summary.json", ".lock")
-METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "train_f1", "val_loss", "val_accuracy", "val_f1",
-               "lr", "epoch_time_s", "images_per_s"}
+# Every file of the run-directory format (fmbench.rundir; tests/test_rundir.py holds design.md to it).
+RUN_FILES = (*R.FILES, R.LOCK)
+METRIC_KEYS = set(R.EPOCH_KEYS)
 TIMING_KEYS = ("epoch_time_s", "images_per_s")  # wall-clock: the only fields allowed to differ between runs
 
 # 40 train images with val_fraction 0.25 -> 30 train (4 steps of 8) and 10 val (one per class).

@@ -1,4 +1,4 @@
-"""Small synthetic run directories that follow the design.md contract, for report tests.
+"""Small synthetic run directories written through fmbench.rundir (the format's owner), for report tests.
 
 Every run built here shares the same N test labels (so runs can be paired); which images a
 run gets right depends on (model, seed), and exactly round(accuracy * N) of them are right.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 
 from fmbench import CLASSES
+from fmbench import rundir as R
 
 C = len(CLASSES)
 
@@ -73,38 +73,36 @@ def write_run(root: Path, model: str = "cnn_seed", *, n: int = 60, seed: int = 0
     probs = make_probs(labels, accuracy, rng)
     train_cfg = {"seed": seed, "epochs": epochs, "lr": 1e-3, "batch_size": 64}
     blob = json.dumps([model, train_cfg], sort_keys=True).encode()
-    config = {"format_version": 1, "fmbench_version": "0.1.0", "model": model, "preset": preset,
-              "overrides": {"seed": seed}, "model_config": {"width": 8}, "train_config": train_cfg,
-              "config_hash": hashlib.sha256(blob).hexdigest()[:12]}
-    env = {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.4.6", "platform": "Linux",
-           "cpu": "synthetic", "device": "cpu", "precision": "fp32", "threads": 2,
-           "git_commit": "0123456789abcdef0123", "world_size": 1, "global_batch_size": 64,
-           "command": f"fmbench train {model}", "started": "2025-01-01T00:00:00"}
-    (d / "config.json").write_text(json.dumps(config, indent=2))
-    (d / "env.json").write_text(json.dumps(env, indent=2))
+    config_hash = hashlib.sha256(blob).hexdigest()[:12]
+    R.write_config(d, R.config_record(fmbench_version="0.1.0", model=model, preset=preset,
+                                      overrides={"seed": seed}, model_config={"width": 8},
+                                      train_config=train_cfg, config_hash=config_hash))
+    R.write_env(d, {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.4.6", "platform": "Linux",
+                    "cpu": "synthetic", "device": "cpu", "precision": "fp32", "threads": 2,
+                    "git_commit": "0123456789abcdef0123", "world_size": 1, "global_batch_size": 64,
+                    "command": f"fmbench train {model}", "started": "2025-01-01T00:00:00"})
     rows = []
     if not pretrained:
         for e in range(1, epochs + 1):
             t = 1 - np.exp(-2 * e / epochs)      # saturating curves ending near `accuracy`
             wobble = float(rng.normal(0, 0.005))
-            rows.append({"epoch": e, "train_loss": 1.6 - t, "train_accuracy": 0.3 + (accuracy - 0.2) * t,
-                         "train_f1": 0.28 + (accuracy - 0.2) * t, "val_loss": 1.7 - 0.9 * t + wobble,
-                         "val_accuracy": 0.3 + (accuracy - 0.3) * t + wobble,
-                         "val_f1": 0.28 + (accuracy - 0.3) * t + wobble, "lr": 1e-3,
-                         "epoch_time_s": 1.0, "images_per_s": 1000.0})
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            train = {"loss": 1.6 - t, "accuracy": 0.3 + (accuracy - 0.2) * t, "f1": 0.28 + (accuracy - 0.2) * t}
+            val = {"loss": 1.7 - 0.9 * t + wobble, "accuracy": 0.3 + (accuracy - 0.3) * t + wobble,
+                   "f1_weighted": 0.28 + (accuracy - 0.3) * t + wobble}
+            rows.append(R.epoch_record(e, train, val, lr=1e-3, seconds=1.0, images_per_s=1000.0))
+    R.write_epochs(d, rows)
     splits = {"test": split_metrics(labels, probs)}
     for split, extra, size in (("train", 0.1, 5 * n), ("val", 0.02, n)):
         lab = shared_labels(size)
         splits[split] = split_metrics(lab, make_probs(lab, min(accuracy + extra, 1.0), rng))
     best = max(1, epochs - 1)
-    (d / "eval.json").write_text(json.dumps({"best_epoch": best, "splits": splits}))
-    save_file({"probs": probs, "labels": labels}, str(d / "test_outputs.safetensors"))
-    summary = {"status": "complete", "model": model, "params": 100_000 if "cnn" in model else 250_000,
-               "flops_per_image": 2.5e6, "train_time_s": None if pretrained else 12.5 * epochs,
-               "epochs_run": 0 if pretrained else epochs, "best_epoch": None if pretrained else best,
-               "stopped_early": False, "train_images_per_s": None if pretrained else 5000.0,
-               "infer_images_per_s": 20000.0, "latency_ms": 1.25, "device": "cpu",
-               "precision": "fp32", "test_hash": test_hash, "pretrained": pretrained}
-    (d / "summary.json").write_text(json.dumps(summary, indent=2))
+    R.write_eval(d, best, splits)
+    R.write_outputs(d, torch.from_numpy(probs), torch.from_numpy(labels))
+    R.write_summary(d, R.Summary(
+        model=model, preset=preset, config_hash=config_hash, params=100_000 if "cnn" in model else 250_000,
+        flops_per_image=2.5e6, train_time_s=None if pretrained else 12.5 * epochs,
+        epochs_run=0 if pretrained else epochs, best_epoch=None if pretrained else best, stopped_early=False,
+        train_images_per_s=None if pretrained else 5000.0, infer_images_per_s=20000.0, latency_ms=1.25,
+        device="cpu", precision="fp32", test_hash=test_hash, test_accuracy=splits["test"]["accuracy"],
+        test_f1_weighted=splits["test"]["f1_weighted"], pretrained=pretrained))
     return d

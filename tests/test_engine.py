@@ -20,7 +20,8 @@ from fmbench import training
 from fmbench.config import TrainConfig, apply_overrides
 from fmbench.data.batches import make_splits
 from fmbench.engine.checkpoint import load_state, load_weights, save_state, save_weights
-from fmbench.engine.loop import evaluate, fit, lr_factor
+from fmbench.engine.loop import evaluate, fit
+from fmbench.engine.optim import lr_factor, make_optimizer, make_scheduler
 from fmbench.engine.speed import measure_inference
 from fmbench.engine.stopping import EarlyStopping
 from fmbench.errors import RunDirError, TrainingDiverged
@@ -462,8 +463,8 @@ def test_fp16_training_uses_a_gradient_scaler(monkeypatch):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
     cfg = TrainConfig(batch_size=8, epochs=1, grad_clip=1.0, channels_last=False, precision="fp32")
-    opt = L.make_optimizer(model, cfg)
-    sched = L.make_scheduler(opt, cfg, 2)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, 2)
     x = torch.randint(0, 256, (16, 28, 28), dtype=torch.uint8)
     y = torch.arange(16) % 10
     scaler = SpyScaler("cpu", init_scale=2.0 ** 8)

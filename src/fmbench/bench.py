@@ -23,7 +23,8 @@ from typing import Any, Callable
 import torch
 
 from fmbench.engine.fuse import cpu_view
-from fmbench.engine.loop import make_optimizer, make_scheduler, train_one_epoch
+from fmbench.engine.loop import train_one_epoch
+from fmbench.engine.optim import make_optimizer, make_scheduler
 from fmbench.engine.speed import measure_inference
 from fmbench.models import build_model, resolve_config
 from fmbench.reference import REFERENCES, make_reference, train_steps

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from fmbench import rundir as R
 from fmbench import training
 from fmbench.engine import distributed as D
 from fmbench.errors import ConfigError
@@ -109,7 +110,7 @@ def run_study(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
 def _train_or_reuse(rc: training.RunConfig, run_dir: Path, data, device: str, head: str, log: Log) -> None:
     if training.is_complete(run_dir):
         log(f"{head}: reusing the finished run {run_dir}")
-    elif (run_dir / "config.json").exists():
+    elif (run_dir / R.CONFIG).exists():
         log(f"{head}: resuming the interrupted run {run_dir}")
         training.train(rc, run_dir, data, device, resume=True, log=log)
     else:
@@ -119,12 +120,11 @@ def _train_or_reuse(rc: training.RunConfig, run_dir: Path, data, device: str, he
 
 def _evaluate_shipped(name: str, run_dir: Path, data, device: str, head: str, log: Log) -> None:
     """Evaluate shipped weights into `run_dir`, or reuse that evaluation if weights and test set match."""
-    from fmbench.fileio import read_json
     from fmbench.runtime import choose_device
     from fmbench.weights import evaluate_shipped, read_card
 
     if training.is_complete(run_dir):
-        summary = read_json(run_dir / "summary.json")
+        summary = R.read_summary(run_dir)
         if (summary.get("weights_sha256") == read_card(name)["sha256"]
                 and summary.get("test_hash") == data.test_hash):
             log(f"{head}: reusing the evaluation in {run_dir}")

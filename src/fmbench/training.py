@@ -21,12 +21,12 @@ from fmbench.engine import distributed as D
 from fmbench.engine.checkpoint import load_weights, save_weights
 from fmbench.engine.loop import evaluate, fit
 from fmbench.engine.speed import measure_inference
+from fmbench import rundir as R
 from fmbench.errors import RunDirError
-from fmbench.fileio import read_json, write_json, writer_lock
+from fmbench.fileio import writer_lock
 from fmbench.models import build_model, count_flops, count_params, get_spec, resolve_config, resolve_preset
 from fmbench.runtime import capture_env, choose_device, choose_precision, seed_everything, set_threads
 
-FORMAT_VERSION = 1
 Log = Callable[[str], None]
 
 
@@ -54,12 +54,10 @@ class RunConfig:
         return replace(self, data=data.identity)
 
     def to_json(self) -> dict[str, Any]:
-        out = {"format_version": FORMAT_VERSION, "fmbench_version": __version__, "model": self.model,
-               "preset": self.preset, "overrides": self.overrides, "model_config": to_dict(self.model_cfg),
-               "train_config": to_dict(self.train_cfg), "config_hash": self.hash}
-        if self.data is not None:
-            out["data"] = self.data
-        return out
+        """config.json's content (rundir.config_record)."""
+        return R.config_record(fmbench_version=__version__, model=self.model, preset=self.preset,
+                               overrides=self.overrides, model_config=to_dict(self.model_cfg),
+                               train_config=to_dict(self.train_cfg), config_hash=self.hash, data=self.data)
 
 
 def make_config(model: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -71,14 +69,8 @@ def make_config(model: str, preset: str | None = None, overrides: dict[str, Any]
 
 def read_config(run_dir: Path) -> RunConfig:
     """The run's config.json, validated against this version's config classes."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: run directory does not exist")
-    raw = read_json(run_dir / "config.json")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise RunDirError(f"{run_dir / 'config.json'}: format version {raw.get('format_version')!r}, "
-                          f"this fmbench reads version {FORMAT_VERSION}")
-    return run_config_from(raw["model"] if "model" in raw else None, raw, run_dir / "config.json")
+    raw = R.read_config(run_dir)
+    return run_config_from(raw.get("model"), raw, Path(run_dir) / R.CONFIG)
 
 
 def run_config_from(model: str | None, cfg: dict[str, Any], where: Path | str) -> RunConfig:
@@ -99,12 +91,7 @@ def default_run_dir(rc: RunConfig, root: Path = Path("runs")) -> Path:
     return root / f"{rc.model}-{rc.preset}-seed{rc.train_cfg.seed}-{rc.hash[:8]}"
 
 
-def is_complete(run_dir: Path) -> bool:
-    path = Path(run_dir) / "summary.json"
-    try:
-        return path.exists() and read_json(path).get("status") == "complete"
-    except RunDirError:
-        return False
+is_complete = R.is_complete
 
 
 def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume: bool = False,
@@ -132,16 +119,14 @@ def _train(rc: RunConfig, run_dir: Path, data, device_name: str, resume: bool, l
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            write_json(run_dir / "config.json", rc.to_json())
-        write_json(run_dir / "env.json", capture_env(device, precision, D.world_size(), cfg.batch_size))
+            R.write_config(run_dir, rc.to_json())
+        R.write_env(run_dir, capture_env(device, precision, D.world_size(), cfg.batch_size))
     seed_everything(cfg.seed)
     model = build_model(rc.model, rc.model_cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     log(f"training {rc.model} ({rc.preset}) on {device} in {precision}: {len(splits.train_y)} train, "
         f"{len(splits.val_y)} val images; run directory {run_dir}")
-    if D.is_main() and not resume:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     result = fit(model, splits, cfg, run_dir, precision, resume=resume, log=log)
     if D.is_main():
         finish(rc, run_dir, model, splits, device, precision, data.test_hash, result, log)
@@ -155,17 +140,21 @@ def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch
     cfg = rc.train_cfg
     splits_eval = write_evaluation(run_dir, model, cfg, precision, splits, ("train", "val", "test"),
                                    result.get("best_epoch"), log, (rc.data or {}).get("classes"))
-    speed = measure_inference(model, device, precision, channels_last=cfg.channels_last)
-    epochs = _read_metrics(run_dir)
-    ips = [r["images_per_s"] for r in epochs]
-    summary = {
-        "status": "complete", "model": rc.model, "preset": rc.preset, "config_hash": rc.hash,
-        "params": count_params(model), "flops_per_image": count_flops(model),
-        **result, "train_images_per_s": round(sum(ips) / len(ips), 1) if ips else None, **speed,
-        "device": str(device), "precision": precision, "test_hash": test_hash, "pretrained": pretrained,
-        "test_accuracy": splits_eval["test"]["accuracy"], "test_f1_weighted": splits_eval["test"]["f1_weighted"],
-    }
-    write_json(run_dir / "summary.json", summary)
+    ips = [r["images_per_s"] for r in R.read_epochs(run_dir)]
+    R.write_summary(run_dir, summarize(rc, model, device, precision, test_hash, splits_eval["test"], **result,
+                                       train_images_per_s=round(sum(ips) / len(ips), 1) if ips else None,
+                                       pretrained=pretrained))
+
+
+def summarize(rc: RunConfig, model: nn.Module, device: torch.device, precision: str, test_hash: str,
+              test: dict[str, Any], **fields: Any) -> R.Summary:
+    """The run's summary.json: the model's size and inference speed measured here, the test
+    metrics given, and the training figures in `fields` (rundir.Summary's other fields)."""
+    speed = measure_inference(model, device, precision, channels_last=rc.train_cfg.channels_last)
+    return R.Summary(model=rc.model, preset=rc.preset, config_hash=rc.hash, params=count_params(model),
+                     flops_per_image=count_flops(model), **speed, device=str(device), precision=precision,
+                     test_hash=test_hash, test_accuracy=test["accuracy"], test_f1_weighted=test["f1_weighted"],
+                     **fields)
 
 
 def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precision: str, splits,
@@ -173,8 +162,6 @@ def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precisio
                      classes: tuple[str, ...] | list[str] | None = None) -> dict[str, dict]:
     """Evaluate `model` cleanly on the named splits (test last); write eval.json and test_outputs.
     `classes` names the per-class rows (the data set's class names; default Fashion-MNIST's)."""
-    from fmbench.engine.checkpoint import save_tensors
-
     data = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
             "test": (splits.test_x, splits.test_y)}
     metrics, probs = {}, None
@@ -186,19 +173,9 @@ def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precisio
             probs = p
         log(f"{name:>5}: loss {metrics[name]['loss']:.4f}  accuracy {metrics[name]['accuracy']:.4f}  "
             f"weighted F1 {metrics[name]['f1_weighted']:.4f}")
-    write_json(run_dir / "eval.json", {"best_epoch": best_epoch, "splits": metrics})
-    save_tensors(run_dir / "test_outputs.safetensors",
-                 {"probs": probs.float().cpu().contiguous(), "labels": splits.test_y.cpu().contiguous()})
+    R.write_eval(run_dir, best_epoch, metrics)
+    R.write_outputs(run_dir, probs, splits.test_y)
     return metrics
-
-
-def _read_metrics(run_dir: Path) -> list[dict]:
-    import json
-
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
 def check_same_data(rc: RunConfig, data, where: Path) -> None:
@@ -222,7 +199,7 @@ def load_model(run_dir: Path, device: torch.device | str = "cpu", which: str = "
     """The run's model with its `best` (or `last`) weights, in eval mode."""
     rc = read_config(run_dir)
     model = build_model(rc.model, rc.model_cfg).to(device)
-    load_weights(model, Path(run_dir) / f"{which}.safetensors")
+    load_weights(model, Path(run_dir) / {"best": R.BEST, "last": R.LAST}[which])
     return model.eval(), rc
 
 

@@ -13,7 +13,6 @@ usual comparison report reads (`fmbench run --pretrained`, and the default study
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -22,19 +21,17 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
+from fmbench import rundir as R
 from fmbench.data.batches import make_splits
 from fmbench.engine.checkpoint import load_weights, save_tensors
 from fmbench.engine.loop import evaluate
-from fmbench.engine.speed import measure_inference
 from fmbench.errors import RunDirError
-from fmbench.fileio import read_json, write_json
-from fmbench.models import build_model, count_flops, count_params
-from fmbench.runtime import capture_env, choose_device, choose_precision
-from fmbench.training import (RunConfig, _read_metrics, is_complete, read_config, run_config_from,
-                               write_evaluation)
+from fmbench.fileio import write_json
+from fmbench.models import build_model
+from fmbench.runtime import capture_env, choose_precision
+from fmbench.training import RunConfig, read_config, run_config_from, summarize, write_evaluation
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-CARD_VERSION = 1
 Log = Callable[[str], None]
 
 
@@ -68,24 +65,20 @@ def resolve(name_or_path: str | Path) -> tuple[Path, Path]:
 
 
 def read_card(name_or_path: str | Path) -> dict[str, Any]:
-    """The JSON card of shipped weights (not verified; `load_shipped` verifies)."""
-    return read_json(resolve(name_or_path)[1])
+    """The JSON card of shipped weights (its fields checked; `load_shipped` verifies the file)."""
+    return R.read_card(resolve(name_or_path)[1])
 
 
 def card_run_config(card: dict[str, Any], where: Path | str = "card") -> RunConfig:
     """The RunConfig stored in a card, validated against this version's config classes."""
-    if not isinstance(card.get("config"), dict):
-        raise RunDirError(f"{where}: missing or invalid field 'config'")
     return run_config_from(card.get("model"), card["config"], where)
 
 
 def load_shipped(name_or_path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
     """(model in eval mode, its RunConfig) from shipped weights; refuses a file whose SHA-256 is wrong."""
     path, card_path = resolve(name_or_path)
-    card = read_json(card_path)
-    expected = card.get("sha256")
-    if not isinstance(expected, str):
-        raise RunDirError(f"{card_path}: no 'sha256' of the weights file")
+    card = R.read_card(card_path)
+    expected = card["sha256"]
     actual = sha256_file(path)
     if actual != expected:
         raise RunDirError(f"{path}: SHA-256 mismatch: the card {card_path.name} expects {expected}, "
@@ -107,31 +100,21 @@ def evaluate_shipped(name_or_path: str | Path, run_dir: Path, data, device: torc
         model = model.to(memory_format=torch.channels_last)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").unlink(missing_ok=True)  # complete only once everything is rewritten
-    write_json(run_dir / "config.json", rc.to_json())
-    write_json(run_dir / "env.json", {**capture_env(device, precision, 1, cfg.batch_size),
-                                      "weights": str(name_or_path), "weights_sha256": card["sha256"]})
-    curve = card.get("curve") or []
-    (run_dir / "metrics.jsonl").write_text("".join(_json_line(r) for r in curve))
+    R.mark_unfinished(run_dir)
+    R.write_config(run_dir, rc.to_json())
+    R.write_env(run_dir, {**capture_env(device, precision, 1, cfg.batch_size),
+                          "weights": str(name_or_path), "weights_sha256": card["sha256"]})
+    R.write_epochs(run_dir, card.get("curve") or [])
     splits = make_splits(data, cfg, device)
     log(f"evaluating shipped {rc.model} ({card['sha256'][:12]}) on {device} in {precision}")
     result = write_evaluation(run_dir, model, cfg, precision, splits, ("val", "test"), card.get("best_epoch"), log,
                               data.classes)
-    speed = measure_inference(model, device, precision, channels_last=cfg.channels_last)
-    write_json(run_dir / "summary.json", {
-        "status": "complete", "model": rc.model, "preset": rc.preset, "config_hash": rc.hash,
-        "params": count_params(model), "flops_per_image": count_flops(model),
-        "train_time_s": card.get("train_time_s"), "epochs_run": card.get("epochs"),
-        "best_epoch": card.get("best_epoch"), "stopped_early": False, "train_images_per_s": None, **speed,
-        "device": str(device), "precision": precision, "test_hash": data.test_hash, "pretrained": True,
-        "weights_sha256": card["sha256"], "card_test_accuracy": card["test"]["accuracy"],
-        "test_accuracy": result["test"]["accuracy"], "test_f1_weighted": result["test"]["f1_weighted"],
-    })
+    R.write_summary(run_dir, summarize(
+        rc, model, device, precision, data.test_hash, result["test"], train_time_s=card.get("train_time_s"),
+        epochs_run=card.get("epochs"), best_epoch=card.get("best_epoch"), stopped_early=False,
+        train_images_per_s=None, pretrained=True, weights_sha256=card["sha256"],
+        card_test_accuracy=card["test"]["accuracy"]))
     return run_dir
-
-
-def _json_line(row: dict[str, Any]) -> str:
-    return json.dumps(row) + "\n"
 
 
 def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype: torch.dtype = torch.float16,
@@ -143,31 +126,28 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
     `extra` adds fields to the card (wall time, notes).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if not is_complete(run_dir):
+    if not R.is_complete(run_dir):
         raise RunDirError(f"{run_dir}: not a complete run")
-    rc, summary, env = read_config(run_dir), read_json(run_dir / "summary.json"), read_json(run_dir / "env.json")
+    rc, summary, env = read_config(run_dir), R.read_summary(run_dir), R.read_env(run_dir)
     if summary["test_hash"] != data.test_hash:
         raise RunDirError(f"{run_dir}: evaluated on a different test set than the one given")
-    state = load_file(str(run_dir / "best.safetensors"))
+    state = load_file(str(run_dir / R.BEST))
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.safetensors"
     save_tensors(weights, state, metadata={"model": rc.model, "format": "fmbench-weights-1"})
-    card = {
-        "card_version": CARD_VERSION, "name": name, "model": rc.model, "sha256": sha256_file(weights),
-        "dtype": str(dtype).removeprefix("torch."), "bytes": weights.stat().st_size,
-        "config": {k: v for k, v in rc.to_json().items() if k != "format_version"},
-        "command": command or env.get("command"), "seed": rc.train_cfg.seed, "epochs": summary["epochs_run"],
-        "best_epoch": summary["best_epoch"], "train_time_s": summary["train_time_s"],
-        "params": summary["params"], "flops_per_image": summary["flops_per_image"],
-        "machine": {k: env.get(k) for k in ("cpu", "device", "threads", "precision", "platform", "torch",
-                                            "git_commit", "started")},
-        "test_hash": data.test_hash,
-        "run_test": {k: v for k, v in read_json(run_dir / "eval.json")["splits"]["test"].items()
-                     if k in ("accuracy", "f1_weighted", "loss")},
-        "curve": _read_metrics(run_dir), **(extra or {}),
-    }
-    write_json(weights.with_suffix(".json"), {**card, "test": {}})  # provisional: lets load_shipped verify
+    run_test = R.read_eval(run_dir)["splits"]["test"]
+    card = R.card_record(
+        name=name, model=rc.model, sha256=sha256_file(weights), dtype=str(dtype).removeprefix("torch."),
+        bytes=weights.stat().st_size, config={k: v for k, v in rc.to_json().items() if k != "format_version"},
+        command=command or env.get("command"), seed=rc.train_cfg.seed, epochs=summary["epochs_run"],
+        best_epoch=summary["best_epoch"], train_time_s=summary["train_time_s"], params=summary["params"],
+        flops_per_image=summary["flops_per_image"],
+        machine={k: env.get(k) for k in ("cpu", "device", "threads", "precision", "platform", "torch",
+                                         "git_commit", "started")},
+        test_hash=data.test_hash, run_test={k: run_test[k] for k in ("accuracy", "f1_weighted", "loss")},
+        curve=R.read_epochs(run_dir), test={}, **(extra or {}))
+    write_json(weights.with_suffix(".json"), card)  # provisional ("test" empty): lets load_shipped verify
     model, _ = load_shipped(weights, "cpu")
     if rc.train_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

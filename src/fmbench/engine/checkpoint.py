@@ -1,19 +1,27 @@
 """Checkpoints: weights in safetensors, training state via torch.save loaded with weights_only=True.
 
 Everything is written to a temporary file and renamed, so a crash never leaves a half-written file.
+`TrainState` is what a checkpoint must hold to continue a run exactly; `save_checkpoint` and
+`restore` write and read it under the run directory's names (fmbench.rundir).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from fmbench import rundir as R
+from fmbench.config import TrainConfig
+from fmbench.engine import distributed as D
+from fmbench.engine.optim import make_optimizer, make_scheduler, steps_per_epoch
+from fmbench.engine.stopping import EarlyStopping
 from fmbench.errors import RunDirError
 from fmbench.fileio import atomic_path, write_bytes
 
@@ -67,3 +75,64 @@ def load_state(path: Path) -> dict[str, Any]:
         raise RunDirError(f"{path}: training state is missing") from None
     except Exception as e:  # corrupt file, or one holding objects weights_only refuses
         raise RunDirError(f"{path}: unreadable training state ({type(e).__name__}: {e})") from None
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint must hold to continue training exactly: optimizer, schedule, loss scaler,
+    early stopping, the data order's generator, and how far training got."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    stopper: EarlyStopping
+    gen: torch.Generator
+    epoch: int = 0               # epochs finished
+    train_time_s: float = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "data": self.gen.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"epoch": self.epoch, "train_time_s": self.train_time_s, "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "stopper": self.stopper.state_dict(), "rng": rng,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.stopper.load_state_dict(state["stopper"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.gen.set_state(state["rng"]["data"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.epoch, self.train_time_s = int(state["epoch"]), float(state["train_time_s"])
+
+
+def new_state(raw: nn.Module, cfg: TrainConfig, n_train: int, device: torch.device, precision: str) -> TrainState:
+    """Fresh optimizer, schedule, scaler (fp16 only), early stopping and data generator."""
+    opt = make_optimizer(raw, cfg)
+    sched = make_scheduler(opt, cfg, steps_per_epoch(n_train, cfg.batch_size, D.world_size()))
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    return TrainState(opt, sched, scaler, EarlyStopping(cfg.monitor, cfg.patience, cfg.min_delta), gen)
+
+
+def restore(raw: nn.Module, state: TrainState, run_dir: Path, log: Callable[[str], None]) -> None:
+    """Continue from the run's `last` checkpoint, if it has one; drop epoch records written after it."""
+    if (run_dir / R.STATE).exists():
+        state.load_state_dict(load_state(run_dir / R.STATE))
+        load_weights(raw, run_dir / R.LAST)
+        log(f"resuming {run_dir} after epoch {state.epoch}")
+
+
+def save_checkpoint(raw: nn.Module, state: TrainState, run_dir: Path, record: dict[str, Any], improved: bool) -> None:
+    """Weights (best when improved, and last), the training state, then the epoch's record: a
+    record on disk always has its checkpoint."""
+    if improved:
+        save_weights(raw, run_dir / R.BEST)
+    save_weights(raw, run_dir / R.LAST)
+    save_state(run_dir / R.STATE, state.state_dict())
+    R.append_epoch(run_dir, record)

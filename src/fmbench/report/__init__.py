@@ -7,6 +7,6 @@
 from __future__ import annotations
 
 from fmbench.report.build import build_report, write_report
-from fmbench.report.rundir import RunRecord, load_run, load_runs
+from fmbench.report.runs import RunRecord, load_run, load_runs
 
 __all__ = ["build_report", "write_report", "RunRecord", "load_run", "load_runs"]

@@ -21,7 +21,7 @@ from fmbench.published import PUBLISHED, VIT_VAL_LOSS_NOTE
 from fmbench.fileio import write_text
 from fmbench.report import plots, stats
 from fmbench.report.document import Doc, to_html, to_markdown
-from fmbench.report.rundir import RunRecord, load_runs
+from fmbench.report.runs import RunRecord, load_runs
 from fmbench.report.tiers import answer, tier_pairs, tiers_section
 
 N_SAMPLES = 6           # sample predictions, as in the study

@@ -11,7 +11,7 @@ from itertools import combinations
 from typing import Any
 
 from fmbench.published import PUBLISHED
-from fmbench.report.rundir import RunRecord
+from fmbench.report.runs import RunRecord
 
 FAMILY = {"cnn": "CNN", "vit": "ViT"}
 

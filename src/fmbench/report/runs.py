@@ -1,7 +1,7 @@
-"""Read a finished run directory into a plain `RunRecord`; the report never sees live objects.
+"""Finished run directories as plain `RunRecord`s, grouped by seed; the report never sees live objects.
 
-Everything is validated up front, so that a broken or unfinished run fails with one line that
-names the file, instead of a KeyError deep inside a plot.
+The files are read and validated by `fmbench.rundir` (the format's one owner), so a broken or
+unfinished run fails with one line naming the file, instead of a KeyError deep inside a plot.
 """
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from fmbench import rundir as R
 from fmbench.errors import RunDirError
-from fmbench.fileio import read_json
-
-FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
-EPOCH_KEYS = ("train_loss", "train_accuracy", "train_f1", "val_loss", "val_accuracy", "val_f1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,91 +63,25 @@ class RunRecord:
         return self.eval["splits"].get(name)
 
 
-def _need(cond: bool, path: Path, what: str) -> None:
-    if not cond:
-        raise RunDirError(f"{path}: {what}")
-
-
-def _read_epochs(path: Path, required: bool) -> list[dict[str, Any]]:
-    if not path.exists():
-        _need(not required, path, "file is missing")
-        return []
-    epochs = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{path}: line {i} is not valid JSON ({e})") from None
-        missing = [k for k in ("epoch", *EPOCH_KEYS) if k not in row]
-        _need(not missing, path, f"line {i} lacks {', '.join(missing)}")
-        epochs.append(row)
-    return epochs
-
-
-def _check_eval(path: Path, ev: Any, n_classes: int) -> None:
-    _need(isinstance(ev, dict) and isinstance(ev.get("splits"), dict), path, "no 'splits' object")
-    _need("test" in ev["splits"], path, "no 'test' split")
-    for name, sp in ev["splits"].items():
-        keys = ("loss", "accuracy", "f1_weighted", "n", "per_class", "confusion_matrix")
-        missing = [k for k in keys if k not in sp]
-        _need(not missing, path, f"split {name!r} lacks {', '.join(missing)}")
-        cm = np.asarray(sp["confusion_matrix"])
-        _need(cm.shape == (n_classes, n_classes), path,
-              f"split {name!r}: confusion_matrix is {cm.shape}, expected {n_classes}x{n_classes}")
-        _need(len(sp["per_class"]) == n_classes, path,
-              f"split {name!r}: per_class has {len(sp['per_class'])} rows, expected {n_classes}")
-
-
-def _read_outputs(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    _need(path.exists(), path, "file is missing")
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise RunDirError(f"{path}: not a readable safetensors file ({e})") from None
-    _need("probs" in tensors and "labels" in tensors, path, "needs tensors 'probs' and 'labels'")
-    probs, labels = tensors["probs"].astype(np.float32), tensors["labels"].astype(np.int64)
-    _need(probs.ndim == 2 and labels.shape == (probs.shape[0],), path,
-          f"probs {probs.shape} and labels {labels.shape} do not match")
-    _need(bool(np.isfinite(probs).all()), path, "probs contain NaN or infinity")
-    return probs, labels
-
-
 def load_run(run_dir: str | Path) -> RunRecord:
     """Read and validate one complete run directory; RunDirError names the first bad file."""
     d = Path(run_dir)
     if not d.is_dir():
         raise RunDirError(f"{d}: not a directory")
-    summary_path = d / "summary.json"
-    if not summary_path.exists():
-        raise RunDirError(f"{summary_path}: file is missing (the run is unfinished or crashed)")
-    summary = read_json(summary_path)
-    _need(isinstance(summary, dict), summary_path, "not a JSON object")
-    _need(summary.get("status") == "complete", summary_path,
-          f"status is {summary.get('status')!r}, not 'complete' (the run is unfinished)")
-    config = read_json(d / "config.json")
-    _need(isinstance(config, dict), d / "config.json", "not a JSON object")
-    version = config.get("format_version")
-    _need(version == FORMAT_VERSION, d / "config.json",
-          f"format_version {version!r}; this fmbench reads version {FORMAT_VERSION}")
-    _need("test_hash" in summary and "model" in summary, summary_path, "lacks 'model' or 'test_hash'")
-    env = read_json(d / "env.json")
+    summary = R.read_summary(d)
+    config = R.read_config(d)
     pretrained = bool(summary.get("pretrained", False))
-    epochs = _read_epochs(d / "metrics.jsonl", required=not pretrained)
-    probs, labels = _read_outputs(d / "test_outputs.safetensors")
-    ev = read_json(d / "eval.json")
-    _check_eval(d / "eval.json", ev, probs.shape[1])
+    epochs = R.read_epochs(d, required=not pretrained)
+    probs, labels = R.read_outputs(d)
+    ev = R.read_eval(d, probs.shape[1])
     n_eval = int(ev["splits"]["test"]["n"])
-    _need(n_eval == probs.shape[0], d / "test_outputs.safetensors",
-          f"has {probs.shape[0]} test outputs but eval.json counts {n_eval} test images")
+    if n_eval != probs.shape[0]:
+        raise RunDirError(f"{d / R.OUTPUTS}: has {probs.shape[0]} test outputs but eval.json counts "
+                          f"{n_eval} test images")
     seed = (config.get("train_config") or {}).get("seed")
     return RunRecord(path=d, model=str(summary["model"]), seed=None if seed is None else int(seed),
-                     config=config, env=env if isinstance(env, dict) else {}, epochs=epochs,
-                     eval=ev, summary=summary, probs=probs, labels=labels)
+                     config=config, env=R.read_env(d), epochs=epochs, eval=ev, summary=summary,
+                     probs=probs, labels=labels)
 
 
 def check_same_test_set(runs: list[RunRecord]) -> None:
