@@ -1,4 +1,4 @@
-"""Fast CPU layers: dropout masks, the fused C kernels and the engine's CPU view of a model.
+"""Fast CPU layers: dropout masks, the fused C kernels (fmbench.kernels) and the engine's CPU view of a model.
 
 Each fused path is checked against plain PyTorch modules (in float64 where rounding matters),
 including gradients, BatchNorm running statistics and the statistics of the random masks.
@@ -13,11 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fmbench.engine.fuse import FusedConvBlock, cpu_view
-from fmbench.models import kernels as K
+from fmbench import kernels as K
+from fmbench.engine.fuse import CpuAttention, FusedConvBlock, FusedMLP, cpu_view
+from fmbench.kernels.ops import gelu_dropout, relu_bn_pool, relu_bn_pool_supported, softmax_dropout
 from fmbench.models.cnn import CNNSeed, CNNSeedConfig
-from fmbench.models.layers import (FastDropout, gelu_dropout, keep_mask, keep_scale, relu_bn_pool,
-                                   relu_bn_pool_supported, softmax_dropout)
+from fmbench.models.layers import FastDropout, keep_mask, keep_scale
+from fmbench.models.vit import MLP, Attention, ViT, ViTConfig
 
 CPU = torch.device("cpu")
 
@@ -212,3 +213,72 @@ def test_relu_bn_pool_unsupported_without_kernels(no_kernels):
     torch.manual_seed(0)
     cpu_view(model).train()(x).sum().backward()                                    # falls back to the modules
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_channel_limit_is_the_c_files_and_wider_convs_fall_back(kernels):
+    """fused.c's MAX_CHANNELS is the one limit: Python reads it from the library, not a copy."""
+    import re
+
+    text = (K.SOURCE_DIR / "fused.c").read_text()
+    limit = int(re.search(r"^#define MAX_CHANNELS (\d+)$", text, re.M).group(1))
+    assert K.max_channels() == limit
+
+    def conv_output(channels):
+        return torch.randn(1, channels, 2, 2).contiguous(memory_format=torch.channels_last)
+
+    bn = nn.BatchNorm2d(limit + 1)
+    assert relu_bn_pool_supported(conv_output(limit), nn.BatchNorm2d(limit))
+    assert not relu_bn_pool_supported(conv_output(limit + 1), bn)
+    block = nn.Sequential(nn.Conv2d(1, limit + 1, 1), nn.ReLU(), bn, nn.MaxPool2d(2))
+    block = block.to(memory_format=torch.channels_last)
+    x = torch.rand(2, 1, 4, 4).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(FusedConvBlock(block)(x), block(x))               # the modules, unfused
+
+
+def test_kernel_cache_honours_fmbench_cache_dir_without_the_data_layer(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FMBENCH_CACHE_DIR", str(tmp_path / "a"))
+    assert K.cache_dir() == tmp_path / "a" / "kernels"
+    monkeypatch.delenv("FMBENCH_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert K.cache_dir() == tmp_path / "xdg" / "fmbench" / "kernels"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert K.cache_dir() == tmp_path / "home" / ".cache" / "fmbench" / "kernels"
+    # A fresh process builds the library into FMBENCH_CACHE_DIR and never imports fmbench.data.
+    monkeypatch.setenv("FMBENCH_CACHE_DIR", str(tmp_path / "b"))
+    code = ("import sys; from fmbench import kernels as K; built = K.library() is not None; "
+            "print(built, 'fmbench.data' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True).stdout
+    built, data_imported = out.split()
+    assert data_imported == "False"
+    assert (built == "True") == bool(list((tmp_path / "b" / "kernels").glob("fmbench-kernels-*.so")))
+
+
+def test_vit_cpu_view_swaps_attention_and_mlp_and_keeps_names(monkeypatch):
+    model = ViT(ViTConfig(depth=2, dropout=0.2))
+    view = cpu_view(model)
+    assert isinstance(view.blocks[0].attn, CpuAttention) and isinstance(view.blocks[1].mlp, FusedMLP)
+    assert type(model.blocks[0].attn) is Attention and type(model.blocks[1].mlp) is MLP  # the model untouched
+    assert list(view.state_dict()) == list(model.state_dict())                     # same names, same tensors
+    assert all(a is b for a, b in zip(view.parameters(), model.parameters()))
+    assert cpu_view(view) is view                                                  # a view of the view is itself
+    monkeypatch.setenv("FMBENCH_FUSED", "0")
+    assert cpu_view(model) is model                                                # the switch: run as written
+
+
+def test_vit_cpu_view_trains_with_dropout(kernels_or_fallback):
+    """Dropout > 0: the fused float32-score attention and GELU + dropout paths (C or PyTorch) train."""
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(depth=2, dropout=0.2)).train()
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    for autocast in (False, True):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = cpu_view(model)(x)
+        loss = F.cross_entropy(logits.float(), y)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

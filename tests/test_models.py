@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
 
 from fmbench.config import apply_overrides, field_names
+from fmbench.engine.fuse import cpu_view
 from fmbench.errors import ConfigError
 from fmbench.models import REGISTRY, TIERS, build_model, count_flops, count_params, get_spec, resolve_config
 from fmbench.models.cnn import CNNSeedConfig
@@ -145,6 +146,45 @@ def test_params_and_flops_are_positive_and_flops_keep_the_mode(name):
     assert model.training, "count_flops must restore training mode"
     model.eval()
     assert count_flops(model) == flops and not model.training
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_engines_cpu_view_computes_what_the_model_does(name):
+    """engine/fuse.cpu_view, how CPU training and prediction run every model: the same logits in
+    eval and, without dropout, the same loss and gradients in training (fused kernels or not)."""
+    torch.manual_seed(0)
+    model = _without_dropout(name).to(memory_format=torch.channels_last)
+    x, y = _batch(8)
+    x = x.contiguous(memory_format=torch.channels_last)   # as the engine feeds the CNNs
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(cpu_view(model)(x), model(x), rtol=1e-4, atol=1e-5)
+    model.train()
+    runs = []
+    for net in (model, cpu_view(model)):
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        runs.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = runs
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-6)
+    for (pname, _), ga, gb in zip(model.named_parameters(), grads_a, grads_b):
+        # relative to the norm: the C BatchNorm sums float32 statistics in another order (~1e-4 apart)
+        assert (gb - ga).norm() <= 1e-3 * ga.norm() + 1e-8, pname
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_and_cpu_view_both_train_with_dropout(name):
+    """With the registered dropout rates: the model as written (on CPU: SDPA with dropout) and its CPU view."""
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    x, y = _batch(8)
+    for net in (model, cpu_view(model)):
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 # ---------------------------------------------------------------- cnn_seed: the study's CNN

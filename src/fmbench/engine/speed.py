@@ -8,6 +8,7 @@ import time
 import torch
 import torch.nn as nn
 
+from fmbench.engine.fuse import cpu_view
 from fmbench.runtime import autocast
 
 
@@ -23,9 +24,12 @@ def measure_inference(model: nn.Module, device: torch.device, precision: str, ba
 
     On CPU the single-image latency is measured on one thread: one 28x28 image is too little work
     to split, and on a machine other processes are busy on, OpenMP workers that spin-wait for a
-    core turned a ~1 ms forward pass into 80-500 ms (docs/performance.md).
+    core turned a ~1 ms forward pass into 80-500 ms (docs/performance.md). On CPU the model runs
+    as the engine runs it (engine/fuse.py's view).
     """
     model.eval()
+    if device.type == "cpu":
+        model = cpu_view(model)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(batch_size, 1, 28, 28, device=device).contiguous(memory_format=fmt)
     one = x[:1].clone()

@@ -196,12 +196,16 @@ def count_params(model: nn.Module) -> int:
 
 def count_flops(model: nn.Module, image_size: int = 28) -> int:
     """Forward FLOPs for one image (a multiply-add counts 2), by torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    # FlopCounterMode counts SDPA's CUDA kernels but not its CPU one (torch 2.13): count that one the
+    # same way (its two matmuls), so a ViT's FLOPs do not depend on the device.
+    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    mapping = {cpu_sdpa: lambda q, k, v, *args, out_shape=None, **kw: sdpa_flop_count(q, k, v)} if cpu_sdpa else {}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         model(torch.zeros(1, 1, image_size, image_size, device=device))
     model.train(was_training)
     return int(counter.get_total_flops())

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from fmbench.errors import ConfigError
-from fmbench.models.layers import FastDropout, flip_averaged, gelu_dropout, keep_scale, softmax_dropout
+from fmbench.models.layers import FastDropout, flip_averaged
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class DropPath(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with dropout on the attention probabilities."""
+    """Multi-head self-attention with dropout on the attention probabilities (the CPU engine runs CpuAttention)."""
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -107,39 +107,17 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, nh, hs)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                              # each (B, nh, N, hs)
         drop = self.dropout if self.training else 0.0
-        if x.device.type == "cpu" and drop > 0:
-            # SDPA with dropout falls back to unfused math on CPU. Here: float32 scores (a float32
-            # softmax is ~2x faster than bf16 on CPU) and softmax + dropout in one fused pass.
-            with torch.autocast("cpu", enabled=False):
-                q, k, v = q.float(), k.float(), v.float()
-                att = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)     # (B, nh, N, N)
-                x = softmax_dropout(att, drop) @ v                        # (B, nh, N, hs)
-        elif x.device.type == "cpu":
-            # With ~50 tokens, plain matmuls beat the fused kernel on CPU (whose bf16 backward is ~5x slower).
-            att = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)      # (B, nh, N, N)
-            x = att.softmax(-1) @ v                                       # (B, nh, N, hs)
-        else:
-            x = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, nh, N, hs)
+        x = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, nh, N, hs)
         x = x.transpose(1, 2).reshape(B, N, D)                            # (B, N, D)
         return self.proj_drop(self.proj(x))
 
 
 class MLP(nn.Sequential):
-    """Linear -> GELU -> Dropout -> Linear -> Dropout."""
+    """Linear -> GELU -> Dropout -> Linear -> Dropout (on CPU the engine fuses GELU and dropout: FusedMLP)."""
 
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), FastDropout(dropout),
                          nn.Linear(hidden, dim), FastDropout(dropout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fc1, act, drop, fc2, out_drop = self
-        if not (self.training and drop.p > 0 and x.device.type == "cpu" and isinstance(act, nn.GELU)
-                and act.approximate == "none"):
-            return out_drop(fc2(drop(act(fc1(x)))))
-        # The hidden layer is the widest tensor: GELU and the 0/1 mask in one pass (models/layers.py),
-        # and the survivors' scale folded into fc2's small weight instead of another pass.
-        h = gelu_dropout(fc1(x), drop.p)                                  # (B, N, hidden)
-        return out_drop(nn.functional.linear(h, fc2.weight * keep_scale(drop.p), fc2.bias))
 
 
 class Block(nn.Module):
