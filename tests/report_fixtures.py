@@ -64,7 +64,8 @@ def split_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
 
 def write_run(root: Path, model: str = "cnn_seed", *, n: int = 60, seed: int = 0,
               accuracy: float = 0.8, epochs: int = 5, test_hash: str = "testhash-synthetic",
-              pretrained: bool = False, preset: str = "quick", name: str | None = None) -> Path:
+              pretrained: bool = False, preset: str = "quick", name: str | None = None,
+              explained: bool = True) -> Path:
     """Write a complete run directory under `root` and return its path."""
     d = Path(root) / (name or f"{model}-{preset}-s{seed}")
     d.mkdir(parents=True, exist_ok=True)
@@ -98,6 +99,8 @@ def write_run(root: Path, model: str = "cnn_seed", *, n: int = 60, seed: int = 0
     best = max(1, epochs - 1)
     R.write_eval(d, best, splits)
     R.write_outputs(d, torch.from_numpy(probs), torch.from_numpy(labels))
+    if explained:
+        write_explanation(d, model, labels, accuracy, rng)
     R.write_summary(d, R.Summary(
         model=model, preset=preset, config_hash=config_hash, params=100_000 if "cnn" in model else 250_000,
         flops_per_image=2.5e6, train_time_s=None if pretrained else 12.5 * epochs,
@@ -106,3 +109,26 @@ def write_run(root: Path, model: str = "cnn_seed", *, n: int = 60, seed: int = 0
         device="cpu", precision="fp32", test_hash=test_hash, test_accuracy=splits["test"]["accuracy"],
         test_f1_weighted=splits["test"]["f1_weighted"], pretrained=pretrained))
     return d
+
+
+def write_explanation(d: Path, model: str, labels: np.ndarray, accuracy: float, rng: np.random.Generator) -> None:
+    """A synthetic explanation: blob-shaped maps, and deletion curves that beat random by `accuracy - 0.5`."""
+    yy, xx = np.mgrid[:28, :28]
+    centre = (10, 14) if "cnn" in model else (18, 14)
+    blob = np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / 40.0).astype(np.float32)
+    idx = R.sample_indices(labels.size)
+    fractions = [round(f, 2) for f in np.linspace(0, 1, 21)]
+    random_curve = [accuracy * (1 - f) for f in fractions]
+    saliency_curve = [accuracy * (1 - f) ** 3 for f in fractions] if accuracy > 0.5 else random_curve
+    trap = lambda c: float(np.trapezoid(c, fractions))  # noqa: E731
+    record = {"method": "gradcam" if "cnn" in model else "rollout", "model": model, "sample_indices": idx,
+              "class_means_n": int(labels.size),
+              "deletion": {"n": int(labels.size), "fractions": fractions, "saliency_curve": saliency_curve,
+                           "random_curve": random_curve, "saliency_auc": trap(saliency_curve),
+                           "random_auc": trap(random_curve)},
+              "randomisation": {"n": 20, "constant_maps": 1, "spearman_mean": round(float(rng.uniform(0, 0.2)), 4),
+                                "spearman_abs_mean": 0.2},
+              "seconds": {"samples": 0.01, "total": 1.0}}
+    maps = {"sample_maps": torch.from_numpy(np.stack([blob] * len(idx))),
+            "class_means": torch.from_numpy(np.stack([blob * (k + 1) / C for k in range(C)]))}
+    R.write_explanation(d, record, maps)

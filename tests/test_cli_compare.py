@@ -17,7 +17,7 @@ def test_compare_writes_the_report(tmp_path, capsys):
     assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
     assert str(out / "report.html") in capsys.readouterr().out
     md = (out / "report.md").read_text()
-    assert "## 7. Is the difference real?" in md
+    assert "## 8. Is the difference real?" in md
     assert "Example images omitted: the runs were evaluated on 60 test images" in md
     assert f"`fmbench compare {a} {b} --out {out}`" in md          # provenance: the command
     assert "<img src=\"data:image/png;base64," in (out / "report.html").read_text()

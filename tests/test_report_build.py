@@ -11,7 +11,8 @@ from fmbench.report import build_report, load_run, load_runs, stats
 
 N = 60
 SECTIONS = ["1. What is compared", "2. Results on train, validation and test", "3. Learning curves",
-            "4. Errors by class", "5. Sample predictions", "6. Cost", "7. Is the difference real?", "8. Analysis"]
+            "4. Errors by class", "5. Sample predictions", "6. Where each model looks", "7. Cost",
+            "8. Is the difference real?", "9. Analysis"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_every_section_in_order_in_md_and_html(study):
 def test_figures_written_referenced_and_embedded(study):
     figs = sorted(p.name for p in (study["out"] / "figures").iterdir())
     expected = {"curves_cnn_seed.png", "curves_vit_seed.png", "curves_all.png", "per_class_f1.png",
-                "sample_predictions.png"}
+                "sample_predictions.png", "saliency_samples.png", "saliency_class_means.png", "deletion_curves.png"}
     expected |= {f"{kind}_{m}.png" for kind in ("confusion", "confused")
                  for m in ("cnn_seed", "vit_seed", "vit_pretrained")}
     assert set(figs) == expected                           # no curves for the pretrained model
@@ -80,7 +81,7 @@ def test_mcnemar_row_matches_the_runs(study):
 
 def test_analysis_and_provenance_come_from_the_numbers(study):
     md = study["md"]
-    analysis = md[md.index("## 8. Analysis"):]
+    analysis = md[md.index("## 9. Analysis"):]
     assert "cnn_seed has the highest test accuracy" in analysis
     assert "significant at 0.05" in analysis
     assert "struggles most with" in analysis
@@ -104,10 +105,11 @@ def test_without_images_notes_and_single_run_has_no_significance_section(tmp_pat
     d = write_run(tmp_path, "cnn_seed", n=N)
     build_report([d], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "Is the difference real?" not in md and "## 7. Analysis" in md and "Only one model" in md
+    assert "Is the difference real?" not in md and "## 8. Analysis" in md and "Only one model" in md
     assert "Example images omitted" in md
     figs = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
-    assert figs == {"curves_cnn_seed.png", "confusion_cnn_seed.png", "per_class_f1.png"}
+    assert figs == {"curves_cnn_seed.png", "confusion_cnn_seed.png", "per_class_f1.png",
+                    "saliency_class_means.png", "deletion_curves.png"}
 
 
 def test_rewrite_removes_figures_of_the_earlier_report(tmp_path):
@@ -117,7 +119,8 @@ def test_rewrite_removes_figures_of_the_earlier_report(tmp_path):
     assert (tmp_path / "out" / "figures" / "confusion_vit_seed.png").exists()
     build_report([a], tmp_path / "out")                      # the same directory, one model now
     figs = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
-    assert figs == {"curves_cnn_seed.png", "confusion_cnn_seed.png", "per_class_f1.png"}
+    assert figs == {"curves_cnn_seed.png", "confusion_cnn_seed.png", "per_class_f1.png",
+                    "saliency_class_means.png", "deletion_curves.png"}
 
 
 def test_wrong_number_of_images_is_a_note(tmp_path):
@@ -192,7 +195,7 @@ def four(tmp_path_factory):
 
 
 def test_pairs_are_cnn_with_vit_inside_each_tier(four):
-    sig = four[four.index("## 7. Is the difference real?"):four.index("## 8.")]
+    sig = four[four.index("## 8. Is the difference real?"):four.index("## 9.")]
     rows = [line for line in sig.splitlines() if line.startswith("| ") and "McNemar" not in line
             and "---" not in line]
     assert [r.split("|")[1:3] for r in rows] == [[" cnn_seed ", " vit_seed "], [" cnn_best ", " vit_best "]]
@@ -203,7 +206,7 @@ def test_pairs_are_cnn_with_vit_inside_each_tier(four):
 
 
 def test_analysis_answers_the_question_per_tier(four):
-    analysis = four[four.index("## 8. Analysis"):]
+    analysis = four[four.index("## 9. Analysis"):]
     assert "The answer on this test set: the CNN is more accurate in every tier compared." in analysis
     assert "Among the study's architectures, the CNN is more accurate: cnn_seed" in analysis
     assert "Among the strong models, the CNN is more accurate: cnn_best" in analysis
@@ -244,3 +247,25 @@ def test_runs_trained_on_different_data_sets_are_refused(tmp_path):
     with pytest.raises(RunDirError, match="trained on different data sets .idx key aaaa000011112222 vs "
                                           "idx key bbbb000011112222"):
         load_runs([a, b])
+
+
+def test_where_each_model_looks_reads_the_recorded_explanations(study, tmp_path):
+    md = study["md"]
+    sec = md[md.index("## 6. Where each model looks"):md.index("## 7.")]
+    assert "cnn_seed: Grad-CAM" in sec and "vit_seed: attention rollout" in sec
+    assert "Deletion AUC (salient first)" in sec and "Rank corr. with random weights" in sec
+    assert "Shirt vs T-shirt/top" in sec
+    # A run written before explanations were recorded: the section says so and names the command.
+    old = write_run(tmp_path, "cnn_seed", n=N, explained=False)
+    new = write_run(tmp_path, "vit_seed", n=N)
+    build_report([old, new], tmp_path / "out")
+    md2 = (tmp_path / "out" / "report.md").read_text()
+    sec2 = md2[md2.index("Where each model looks"):]
+    assert "No explanation recorded for cnn_seed" in sec2 and "fmbench explain RUN_DIR --record" in sec2
+
+
+def test_maps_that_do_not_beat_random_are_called_pictures(tmp_path):
+    weak = write_run(tmp_path, "cnn_seed", n=N, accuracy=0.45)          # fixture: no better than random
+    build_report([weak], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "do not clearly beat a random order" in md and "cnn_seed" in md

@@ -56,12 +56,16 @@ def test_design_states_the_format_version():
     (R.EVAL, ("best_epoch", "splits", *R.SPLIT_KEYS, *R.CLASS_KEYS)),
     (R.SUMMARY, tuple(f.name for f in fields(R.Summary))),
     ("NAME.json", R.CARD_KEYS),
+    (R.EXPLAIN, R.EXPLAIN_KEYS),
 ])
 def test_design_names_every_field_of_each_record(file, keys):
     documented = _quoted(_design_files()[file])
     assert set(keys) <= documented, f"{file}: design.md lacks {sorted(set(keys) - documented)}"
     extra = documented - set(keys) - {"format_version", "card_version", "name", "key", "classes", "train",
-                                      "val", "test", "fashion", "idx", "fast", "cnn_seed", "complete"}
+                                      "val", "test", "fashion", "idx", "fast", "cnn_seed", "complete",
+                                      "gradcam", "rollout", "n", "fractions", "saliency_curve", "random_curve",
+                                      "saliency_auc", "random_auc", "constant_maps", "spearman_mean",
+                                      "spearman_abs_mean"}
     assert not extra, f"{file}: design.md names fields rundir does not write: {sorted(extra)}"
 
 

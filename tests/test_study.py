@@ -10,7 +10,8 @@ import pytest
 from fmbench.study import DEFAULT_STUDY, Entry, choose_entries, plan_runs
 
 SECTIONS = ("1. What is compared", "2. Results", "3. Learning curves", "4. Errors by class",
-            "5. Sample predictions", "6. Cost", "7. Is the difference real?", "8. Analysis")
+            "5. Sample predictions", "6. Where each model looks", "7. Cost", "8. Is the difference real?",
+            "9. Analysis")
 
 
 def test_plan_runs_counts_seeds_up_from_the_preset(tmp_path: Path) -> None:
@@ -73,6 +74,9 @@ def test_run_end_to_end_on_real_data(run_cli, real_data_dir: Path, tmp_path: Pat
         assert summary["status"] == "complete" and summary["epochs_run"] == 1
         ev = json.loads((r / "eval.json").read_text())
         assert ev["splits"]["test"]["n"] == 10_000  # the test set is always whole
+        explained = json.loads((r / "explain.json").read_text())
+        assert explained["deletion"]["n"] == 500 and explained["class_means_n"] == 10_000
+    assert "Deletion AUC" in md and "figures/saliency_samples.png" in md
 
     # Run again: both runs are reused, nothing is trained.
     code, _, err = run_cli(*args)

@@ -32,9 +32,13 @@ LAST = "last.safetensors"              # weights after the last finished epoch
 STATE = "last.state.pt"                # optimizer/scheduler/stopper/RNG state (weights_only=True)
 EVAL = "eval.json"                     # eval_record
 OUTPUTS = "test_outputs.safetensors"   # "probs" (N, C) float32, "labels" (N,) int64
+EXPLAIN = "explain.json"               # where the model looks: method, faithfulness figures
+MAPS = "explain.safetensors"           # "sample_maps" (6, 28, 28), "class_means" (C, 28, 28) float32 in [0, 1]
 SUMMARY = "summary.json"               # Summary, written last: its presence marks a complete run
 LOCK = LOCK_FILE                       # the writer lock (fileio.writer_lock)
-FILES = (CONFIG, ENV, METRICS, BEST, LAST, STATE, EVAL, OUTPUTS, SUMMARY)
+FILES = (CONFIG, ENV, METRICS, BEST, LAST, STATE, EVAL, OUTPUTS, EXPLAIN, MAPS, SUMMARY)
+N_SAMPLES = 6                          # the report's sample images, as many as the study showed
+SAMPLE_SEED = 0
 
 CONFIG_KEYS = ("format_version", "fmbench_version", "model", "preset", "overrides", "model_config",
                "train_config", "config_hash")          # and "data" once bound to a data set
@@ -42,6 +46,7 @@ EPOCH_KEYS = ("epoch", "train_loss", "train_accuracy", "train_f1", "val_loss", "
               "lr", "epoch_time_s", "images_per_s")
 SPLIT_KEYS = ("loss", "accuracy", "f1_weighted", "n", "per_class", "confusion_matrix")
 CLASS_KEYS = ("class", "precision", "recall", "f1", "support")
+EXPLAIN_KEYS = ("method", "model", "sample_indices", "class_means_n", "deletion", "randomisation", "seconds")
 CARD_KEYS = ("card_version", "name", "model", "sha256", "dtype", "bytes", "config", "command", "seed",
              "epochs", "best_epoch", "train_time_s", "params", "flops_per_image", "machine", "test_hash",
              "run_test", "curve", "test")
@@ -189,6 +194,44 @@ def read_outputs(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
           f"probs {probs.shape} and labels {labels.shape} do not match")
     _need(bool(np.isfinite(probs).all()), path, "probs contain NaN or infinity")
     return probs, labels
+
+
+def sample_indices(n: int, k: int = N_SAMPLES, seed: int = SAMPLE_SEED) -> list[int]:
+    """The report's sample test images: a fixed, seeded choice of `k` of `n` (sorted), the same for every model."""
+    return sorted(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False).tolist())
+
+
+# explain.json and explain.safetensors -----------------------------------------------------------
+
+def write_explanation(run_dir: Path, record: dict[str, Any], maps: dict[str, Any]) -> None:
+    """The maps first, then explain.json: a run has an explanation once explain.json exists."""
+    from safetensors.torch import save
+
+    missing = [k for k in EXPLAIN_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"explanation record lacks {', '.join(missing)}")
+    write_bytes(Path(run_dir) / MAPS, save({k: v.float().cpu().contiguous() for k, v in maps.items()}))
+    write_json(Path(run_dir) / EXPLAIN, record)
+
+
+def read_explanation(run_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """(explain.json, {"sample_maps", "class_means"}) or None when the run has no explanation."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(run_dir) / EXPLAIN
+    if not path.exists():
+        return None
+    record = read_json(path)
+    missing = [k for k in EXPLAIN_KEYS if k not in record] if isinstance(record, dict) else ["everything"]
+    _need(not missing, path, f"lacks {', '.join(missing)}")
+    try:
+        maps = load_file(str(Path(run_dir) / MAPS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunDirError(f"{Path(run_dir) / MAPS}: not a readable safetensors file ({e})") from None
+    _need({"sample_maps", "class_means"} <= set(maps), Path(run_dir) / MAPS,
+          "needs tensors 'sample_maps' and 'class_means'")
+    return record, maps
 
 
 # summary.json -----------------------------------------------------------------------------------

@@ -110,6 +110,8 @@ def run_study(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
 def _train_or_reuse(rc: training.RunConfig, run_dir: Path, data, device: str, head: str, log: Log) -> None:
     if training.is_complete(run_dir):
         log(f"{head}: reusing the finished run {run_dir}")
+        if not (run_dir / R.EXPLAIN).exists():       # written before fmbench recorded explanations
+            training.explain_existing(run_dir, data, device, log)
     elif (run_dir / R.CONFIG).exists():
         log(f"{head}: resuming the interrupted run {run_dir}")
         training.train(rc, run_dir, data, device, resume=True, log=log)
@@ -126,7 +128,7 @@ def _evaluate_shipped(name: str, run_dir: Path, data, device: str, head: str, lo
     if training.is_complete(run_dir):
         summary = R.read_summary(run_dir)
         if (summary.get("weights_sha256") == read_card(name)["sha256"]
-                and summary.get("test_hash") == data.test_hash):
+                and summary.get("test_hash") == data.test_hash and (run_dir / R.EXPLAIN).exists()):
             log(f"{head}: reusing the evaluation in {run_dir}")
             return
     log(f"{head}: evaluating in {run_dir}")

@@ -140,6 +140,7 @@ def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch
     cfg = rc.train_cfg
     splits_eval = write_evaluation(run_dir, model, cfg, precision, splits, ("train", "val", "test"),
                                    result.get("best_epoch"), log, (rc.data or {}).get("classes"))
+    record_explanation(run_dir, model, rc, splits.test_x, splits.test_y, precision, log)
     ips = [r["images_per_s"] for r in R.read_epochs(run_dir)]
     R.write_summary(run_dir, summarize(rc, model, device, precision, test_hash, splits_eval["test"], **result,
                                        train_images_per_s=round(sum(ips) / len(ips), 1) if ips else None,
@@ -176,6 +177,27 @@ def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precisio
     R.write_eval(run_dir, best_epoch, metrics)
     R.write_outputs(run_dir, probs, splits.test_y)
     return metrics
+
+
+def record_explanation(run_dir: Path, model: nn.Module, rc: RunConfig, test_x: torch.Tensor, test_y: torch.Tensor,
+                       precision: str, log: Log = _stderr) -> None:
+    """Where the model looks, and how faithfully: explain.json + explain.safetensors (explain/record.py)."""
+    from fmbench.explain.record import record_explanations
+
+    record_explanations(run_dir, model, rc.model, rc.model_cfg, get_spec(rc.model).family, test_x, test_y,
+                        precision, log)
+
+
+def explain_existing(run_dir: Path, data, device_name: str = "auto", log: Log = _stderr) -> None:
+    """Add the explanation to a complete trained run written before fmbench recorded one."""
+    run_dir = Path(run_dir)
+    if not R.is_complete(run_dir):
+        raise RunDirError(f"{run_dir}: not a complete run (finish or resume it first)")
+    model, rc = load_model(run_dir, choose_device(device_name))
+    check_same_data(rc, data, run_dir)
+    with writer_lock(run_dir):
+        record_explanation(run_dir, model, rc, data.test_images, data.test_labels,
+                           choose_precision(rc.train_cfg.precision, next(model.parameters()).device), log)
 
 
 def check_same_data(rc: RunConfig, data, where: Path) -> None:

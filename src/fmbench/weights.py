@@ -29,7 +29,8 @@ from fmbench.errors import RunDirError
 from fmbench.fileio import write_json
 from fmbench.models import build_model
 from fmbench.runtime import capture_env, choose_precision
-from fmbench.training import RunConfig, read_config, run_config_from, summarize, write_evaluation
+from fmbench.training import (RunConfig, read_config, record_explanation, run_config_from, summarize,
+                               write_evaluation)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 Log = Callable[[str], None]
@@ -109,6 +110,7 @@ def evaluate_shipped(name_or_path: str | Path, run_dir: Path, data, device: torc
     log(f"evaluating shipped {rc.model} ({card['sha256'][:12]}) on {device} in {precision}")
     result = write_evaluation(run_dir, model, cfg, precision, splits, ("val", "test"), card.get("best_epoch"), log,
                               data.classes)
+    record_explanation(run_dir, model, rc, splits.test_x, splits.test_y, precision, log)
     R.write_summary(run_dir, summarize(
         rc, model, device, precision, data.test_hash, result["test"], train_time_s=card.get("train_time_s"),
         epochs_run=card.get("epochs"), best_epoch=card.get("best_epoch"), stopped_early=False,

@@ -101,13 +101,20 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
         self.proj_drop = FastDropout(dropout)
+        self.record = False                                  # explain/rollout.py asks for the probabilities
+        self.attention_probs: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, nh, hs)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                              # each (B, nh, N, hs)
         drop = self.dropout if self.training else 0.0
-        x = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, nh, N, hs)
+        if self.record:  # SDPA never materialises the probabilities; an explanation needs them
+            att = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1)   # (B, nh, N, N)
+            self.attention_probs = att.detach()
+            x = att @ v                                                          # (B, nh, N, hs)
+        else:
+            x = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, nh, N, hs)
         x = x.transpose(1, 2).reshape(B, N, D)                            # (B, N, D)
         return self.proj_drop(self.proj(x))
 

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 
 from fmbench import __version__
+from fmbench import rundir as R
 from fmbench.published import PUBLISHED, VIT_VAL_LOSS_NOTE
 from fmbench.fileio import write_text
 from fmbench.report import plots, stats
 from fmbench.report.document import Doc, to_html, to_markdown
+from fmbench.report.looks import looks_section
 from fmbench.report.runs import RunRecord, load_runs
 from fmbench.report.tiers import answer, tier_pairs, tiers_section
 
-N_SAMPLES = 6           # sample predictions, as in the study
-SAMPLE_SEED = 0         # fixed choice of those images, the same for every model and report
 TOP_PAIRS = 5           # most confused (true, predicted) pairs per model
 EXAMPLES_PER_PAIR = 4
 N_BOOT = 10_000
@@ -177,17 +177,12 @@ def _errors(doc: Doc, reps: dict[str, RunRecord], classes: list[str],
         doc.note(f"Example images omitted: {images_note or 'no test images were given'}.")
 
 
-def sample_indices(n: int, k: int = N_SAMPLES, seed: int = SAMPLE_SEED) -> list[int]:
-    """A fixed, seeded choice of `k` test images (sorted), the same for every model."""
-    return sorted(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False).tolist())
-
-
 def _samples(doc: Doc, reps: dict[str, RunRecord], classes: list[str],
              images: np.ndarray | None, images_note: str) -> None:
     doc.section("Sample predictions")
     first = next(iter(reps.values()))
-    idx = sample_indices(first.n_test)
-    doc.p(f"The same {len(idx)} test images for every model (a fixed choice, seed {SAMPLE_SEED}): "
+    idx = R.sample_indices(first.n_test)
+    doc.p(f"The same {len(idx)} test images for every model (a fixed choice, seed {R.SAMPLE_SEED}): "
           "true class and each model's prediction with its confidence. Mistakes are marked ✗.")
     true = first.labels[idx].tolist()
     preds = {}
@@ -435,6 +430,7 @@ def write_report(groups: dict[str, list[RunRecord]], out_dir: str | Path, *,
         _curves(doc, groups)
         _errors(doc, reps, classes, images, images_note)
         _samples(doc, reps, classes, images, images_note)
+        looks_section(doc, reps, classes, images, images_note)
         _cost(doc, reps)
         if n_runs > 1:
             _significance(doc, groups, tests)

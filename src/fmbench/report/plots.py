@@ -165,3 +165,63 @@ def sample_predictions(images: np.ndarray, indices: Sequence[int], true: Sequenc
                 spine.set_color(WRONG)
                 spine.set_linewidth(2)
     return _save(fig, path)
+
+
+def _overlay(ax: Any, image: np.ndarray, saliency: np.ndarray) -> None:
+    """The image in grey with the map (0..1) over it in a heat colour map, half transparent."""
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    ax.imshow(saliency, cmap="jet", vmin=0, vmax=1, alpha=0.45, interpolation="bilinear")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def explanation_rows(images: np.ndarray, maps: Sequence[np.ndarray], captions: Sequence[str],
+                     column_titles: Sequence[str], path: Path) -> Path:
+    """One row per image: the image, then one overlay per map set (maps[j] is (N, 28, 28) in [0, 1])."""
+    n, cols = len(images), 1 + len(maps)
+    fig = _figure(1.6 * cols + 0.4, 1.75 * n + 0.3)
+    axes = np.atleast_2d(fig.subplots(n, cols, squeeze=False))
+    for i in range(n):
+        axes[i, 0].imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        axes[i, 0].set_xticks([])
+        axes[i, 0].set_yticks([])
+        axes[i, 0].set_ylabel(captions[i], fontsize=8)
+        for j, m in enumerate(maps):
+            _overlay(axes[i, j + 1], images[i], m[i])
+    for j, title in enumerate(["image", *column_titles]):
+        axes[0, j].set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def class_mean_maps(means: dict[str, np.ndarray], classes: Sequence[str], path: Path) -> Path:
+    """Per model (rows) and true class (columns), the mean map over that class's test images."""
+    rows = list(means)
+    fig = _figure(1.1 * len(classes) + 0.8, 1.2 * len(rows) + 0.5)
+    axes = fig.subplots(len(rows), len(classes), squeeze=False)
+    for i, label in enumerate(rows):
+        for k, cls in enumerate(classes):
+            ax = axes[i, k]
+            ax.imshow(means[label][k], cmap="jet", vmin=0, vmax=max(float(means[label][k].max()), 1e-6))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cls, fontsize=7)
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    return _save(fig, path)
+
+
+def deletion_curves(curves: dict[str, dict], path: Path) -> Path:
+    """True-class probability as pixels are removed: saliency order solid, random order dashed."""
+    fig = _figure(6.0, 3.6)
+    ax = fig.subplots()
+    for i, (label, d) in enumerate(curves.items()):
+        colour = f"C{i}"
+        x = np.array(d["fractions"]) * 100
+        ax.plot(x, d["saliency_curve"], color=colour, label=f"{label}: most salient first (AUC {d['saliency_auc']:.3f})")
+        ax.plot(x, d["random_curve"], color=colour, linestyle="--", label=f"{label}: random order (AUC {d['random_auc']:.3f})")
+    ax.set_xlabel("pixels removed (%)")
+    ax.set_ylabel("true-class probability")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -31,6 +31,7 @@ class RunRecord:
     summary: dict[str, Any]               # summary.json
     probs: np.ndarray
     labels: np.ndarray
+    explanation: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None   # explain.json + maps, if recorded
     label: str = field(default="")        # display name; set by `group_runs`
 
     @property
@@ -81,7 +82,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     seed = (config.get("train_config") or {}).get("seed")
     return RunRecord(path=d, model=str(summary["model"]), seed=None if seed is None else int(seed),
                      config=config, env=R.read_env(d), epochs=epochs, eval=ev, summary=summary,
-                     probs=probs, labels=labels)
+                     probs=probs, labels=labels, explanation=R.read_explanation(d))
 
 
 def check_same_test_set(runs: list[RunRecord]) -> None:
