@@ -97,7 +97,7 @@ def run_study(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
             head = f"[{n}/{len(planned)}] {entry.model} (shipped weights)"
             _evaluate_shipped(entry.model, run_dir, data, device, head, log)
         else:
-            _train_or_reuse(rc, run_dir, data, device, f"[{n}/{len(planned)}] {rc.model} seed {rc.train_cfg.seed}", log)
+            train_or_reuse(rc, run_dir, data, device, f"[{n}/{len(planned)}] {rc.model} seed {rc.train_cfg.seed}", log)
         run_dirs.append(run_dir)
     if not D.is_main():
         return None
@@ -107,17 +107,19 @@ def run_study(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
     return build_report(run_dirs, out, test_images=data.test_images, command=command)
 
 
-def _train_or_reuse(rc: training.RunConfig, run_dir: Path, data, device: str, head: str, log: Log) -> None:
+def train_or_reuse(rc: training.RunConfig, run_dir: Path, data, device: str, head: str, log: Log,
+                   explain: bool = True) -> None:
+    """Reuse a finished run, resume an interrupted one, or train a new one in `run_dir`."""
     if training.is_complete(run_dir):
         log(f"{head}: reusing the finished run {run_dir}")
-        if not (run_dir / R.EXPLAIN).exists():       # written before fmbench recorded explanations
+        if explain and not (run_dir / R.EXPLAIN).exists():   # written before fmbench recorded explanations
             training.explain_existing(run_dir, data, device, log)
     elif (run_dir / R.CONFIG).exists():
         log(f"{head}: resuming the interrupted run {run_dir}")
-        training.train(rc, run_dir, data, device, resume=True, log=log)
+        training.train(rc, run_dir, data, device, resume=True, log=log, explain=explain)
     else:
         log(f"{head}: training in {run_dir}")
-        training.train(rc, run_dir, data, device, log=log)
+        training.train(rc, run_dir, data, device, log=log, explain=explain)
 
 
 def _evaluate_shipped(name: str, run_dir: Path, data, device: str, head: str, log: Log) -> None:

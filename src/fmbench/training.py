@@ -95,22 +95,23 @@ is_complete = R.is_complete
 
 
 def train(rc: RunConfig, run_dir: Path, data, device_name: str = "auto", resume: bool = False,
-          log: Log = _stderr) -> Path:
+          log: Log = _stderr, explain: bool = True) -> Path:
     """Train `rc` in `run_dir` on the loaded data set, evaluate it and write the run directory.
 
     The main process holds the directory's writer lock throughout: a second `fmbench train` into
-    the same directory fails at once instead of mixing two runs' files."""
+    the same directory fails at once instead of mixing two runs' files. `explain` False skips the
+    saliency maps and their faithfulness checks (the data-size study trains dozens of runs)."""
     run_dir = Path(run_dir)
     check_same_data(read_config(run_dir) if resume else rc, data, run_dir)   # resume: what the run recorded
     rc = rc if rc.data is not None else rc.on(data)
     device_name = D.setup(device_name)         # join torchrun's group first: only rank 0 writes
     if not D.is_main():
-        return _train(rc, run_dir, data, device_name, resume, log)
+        return _train(rc, run_dir, data, device_name, resume, log, explain)
     with writer_lock(run_dir):
-        return _train(rc, run_dir, data, device_name, resume, log)
+        return _train(rc, run_dir, data, device_name, resume, log, explain)
 
 
-def _train(rc: RunConfig, run_dir: Path, data, device_name: str, resume: bool, log: Log) -> Path:
+def _train(rc: RunConfig, run_dir: Path, data, device_name: str, resume: bool, log: Log, explain: bool) -> Path:
     cfg = rc.train_cfg
     set_threads(cfg.threads)
     device = choose_device(D.setup(device_name))
@@ -129,18 +130,20 @@ def _train(rc: RunConfig, run_dir: Path, data, device_name: str, resume: bool, l
         f"{len(splits.val_y)} val images; run directory {run_dir}")
     result = fit(model, splits, cfg, run_dir, precision, resume=resume, log=log)
     if D.is_main():
-        finish(rc, run_dir, model, splits, device, precision, data.test_hash, result, log)
+        finish(rc, run_dir, model, splits, device, precision, data.test_hash, result, log, explain=explain)
     D.barrier()
     return run_dir
 
 
 def finish(rc: RunConfig, run_dir: Path, model: nn.Module, splits, device: torch.device, precision: str,
-           test_hash: str, result: dict[str, Any], log: Log = _stderr, pretrained: bool = False) -> None:
+           test_hash: str, result: dict[str, Any], log: Log = _stderr, pretrained: bool = False,
+           explain: bool = True) -> None:
     """Clean evaluation on train/val/test, cost figures, and summary.json (written last)."""
     cfg = rc.train_cfg
     splits_eval = write_evaluation(run_dir, model, cfg, precision, splits, ("train", "val", "test"),
                                    result.get("best_epoch"), log, (rc.data or {}).get("classes"))
-    record_explanation(run_dir, model, rc, splits.test_x, splits.test_y, precision, log)
+    if explain:
+        record_explanation(run_dir, model, rc, splits.test_x, splits.test_y, precision, log)
     ips = [r["images_per_s"] for r in R.read_epochs(run_dir)]
     R.write_summary(run_dir, summarize(rc, model, device, precision, test_hash, splits_eval["test"], **result,
                                        train_images_per_s=round(sum(ips) / len(ips), 1) if ips else None,

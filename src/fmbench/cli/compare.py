@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="finished run directories")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="finished run directories; a study's output directory (fmbench study ...) adds its section")
     p.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
                    help="where to write the report (default: ./report)")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
@@ -80,11 +81,24 @@ def run(args: argparse.Namespace) -> int:
 
     from fmbench.cli.common import check_out_dir
 
+    from fmbench.errors import RunDirError
+    from fmbench.report.studies import find_study
+
     check_out_dir(args.out)
-    groups = load_runs(args.run_dirs)          # RunDirError -> one line, exit 2
+    studies, run_dirs = [], []
+    for d in args.run_dirs:
+        study = find_study(d) if d.is_dir() else None
+        (studies.append(study) if study is not None else run_dirs.append(d))
+    if not run_dirs:
+        raise RunDirError("no run directories given (only study directories); the report compares runs")
+    groups = load_runs(run_dirs)               # RunDirError -> one line, exit 2
     first = next(iter(groups.values()))[0]
+    for study, d in zip(studies, [d for d in args.run_dirs if d not in run_dirs]):
+        if study["test_hash"] != first.test_hash:
+            raise RunDirError(f"{d}: the study was run on other test data (test_hash {study['test_hash'][:12]}) "
+                              f"than the runs ({first.test_hash[:12]})")
     images, note = _test_images(args, first.n_test, first.test_hash)
     html = write_report(groups, args.out, test_images=images, command=_command(args),
-                        images_note=note)
+                        images_note=note, studies=studies)
     print(f"wrote {html} and {html.with_suffix('.md')} ({html.parent / 'figures'})")
     return 0

@@ -7,10 +7,7 @@ temporary directory inside OUT_DIR and moved into place only when everything suc
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +16,10 @@ import numpy as np
 from fmbench import __version__
 from fmbench import rundir as R
 from fmbench.published import PUBLISHED, VIT_VAL_LOSS_NOTE
-from fmbench.fileio import write_text
 from fmbench.report import plots, stats
-from fmbench.report.document import Doc, to_html, to_markdown
+from fmbench.report.document import Doc, publish
 from fmbench.report.looks import looks_section
+from fmbench.report.studies import study_section
 from fmbench.report.runs import RunRecord, load_runs
 from fmbench.report.tiers import answer, tier_pairs, tiers_section
 
@@ -405,7 +402,8 @@ def _as_images(test_images: Any, n: int) -> tuple[np.ndarray | None, str]:
 
 
 def write_report(groups: dict[str, list[RunRecord]], out_dir: str | Path, *,
-                 test_images: Any = None, command: str = "", images_note: str = "") -> Path:
+                 test_images: Any = None, command: str = "", images_note: str = "",
+                 studies: list[dict] = ()) -> Path:
     """Write report.md, report.html and figures/ for already-loaded runs; returns report.html."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -415,9 +413,8 @@ def write_report(groups: dict[str, list[RunRecord]], out_dir: str | Path, *,
     images, why = _as_images(test_images, first.n_test)
     images_note = images_note or why
     title = "fmbench report: " + " vs ".join(groups)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
-    try:
-        doc = Doc(fig_dir=tmp)
+
+    def build(doc: Doc) -> None:
         n_runs = sum(len(r) for r in groups.values())
         doc.p(f"{n_runs} run{'s' if n_runs > 1 else ''} of {len(groups)} model"
               f"{'s' if len(groups) > 1 else ''} ({', '.join(groups)}), all evaluated on the same "
@@ -434,20 +431,12 @@ def write_report(groups: dict[str, list[RunRecord]], out_dir: str | Path, *,
         _cost(doc, reps)
         if n_runs > 1:
             _significance(doc, groups, tests)
+        for study in studies:
+            study_section(doc, study)
         _analysis(doc, groups, reps, classes, tests)
         _provenance(doc, groups, command)
-        markdown, page = to_markdown(doc, title), to_html(doc, title)
-        fig_out = out_dir / "figures"
-        fig_out.mkdir(exist_ok=True)
-        for name in doc.figures:
-            os.replace(tmp / name, fig_out / name)
-        for stale in set(p.name for p in fig_out.glob("*.png")) - set(doc.figures):
-            (fig_out / stale).unlink()        # a figure of an earlier report into this directory
-        write_text(out_dir / "report.md", markdown)
-        write_text(out_dir / "report.html", page)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir / "report.html"
+
+    return publish(build, title, out_dir)
 
 
 def build_report(run_dirs: list[Path], out_dir: Path, *, test_images: Any = None,

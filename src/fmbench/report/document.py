@@ -143,3 +143,35 @@ def to_html(doc: Doc, title: str) -> str:
                        f"<tbody>{''.join(body)}</tbody></table></div>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def publish(build, title: str, out_dir: Path) -> Path:
+    """Run `build(doc)` and write OUT/report.md, OUT/report.html and OUT/figures/; returns report.html.
+
+    Figures are drawn into a temporary directory first and moved in only when the whole report
+    rendered, so a failure leaves the previous report intact; figures of an earlier report that
+    this one no longer has are removed."""
+    import os
+    import shutil
+    import tempfile
+
+    from fmbench.fileio import write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
+    try:
+        doc = Doc(fig_dir=tmp)
+        build(doc)
+        markdown, page = to_markdown(doc, title), to_html(doc, title)
+        fig_out = out_dir / "figures"
+        fig_out.mkdir(exist_ok=True)
+        for name in doc.figures:
+            os.replace(tmp / name, fig_out / name)
+        for stale in set(p.name for p in fig_out.glob("*.png")) - set(doc.figures):
+            (fig_out / stale).unlink()
+        write_text(out_dir / "report.md", markdown)
+        write_text(out_dir / "report.html", page)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / "report.html"

@@ -138,3 +138,20 @@ def _paired_correct(pred_a: np.ndarray, pred_b: np.ndarray,
         raise ValueError(f"paired predictions need equal 1-d shapes, got {pred_a.shape}, "
                          f"{pred_b.shape}, {labels.shape}")
     return pred_a == labels, pred_b == labels
+
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (then the normal's 1.96).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float]:
+    """95% t-interval of the mean over seeds, (lo, hi); one value gives (value, value)."""
+    x = np.asarray(values, dtype=np.float64)
+    m = float(x.mean())
+    if x.size < 2:
+        return m, m
+    t = _T975[x.size - 2] if x.size - 1 <= len(_T975) else 1.96
+    half = t * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return m - half, m + half

@@ -1,0 +1,141 @@
+"""`fmbench study data-size` and `fmbench study robustness`: why the ViT trails, measured."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
+                                overrides_from)
+
+EPILOG = """examples:
+  fmbench study data-size                                   cnn_seed and vit_seed (fast), 6 sizes, 2 seeds (~45 min)
+  fmbench study data-size --sizes 1000,5000 --seeds 1 --out ds
+  fmbench study robustness                                  the four shipped models, 14 corruptions x 5 severities
+  fmbench study robustness runs/cnn_seed-fast-seed42-1a2b3c4d --weights vit_best --corruptions rotate,gaussian_blur
+  fmbench compare fmbench-study/runs/* robustness-study    add a study's section to the main report
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="data-efficiency and robustness studies", formatter_class=RAW, epilog=EPILOG,
+                       description="Studies that explain the CNN-ViT gap: accuracy against training-set size "
+                                   "(data-size) and under corruptions (robustness). Each writes a JSON result "
+                                   "and its own report.md / report.html into --out.")
+    kinds = p.add_subparsers(dest="study", metavar="STUDY")
+
+    d = kinds.add_parser("data-size", help="accuracy against training-set size", formatter_class=RAW, epilog=EPILOG,
+                         description="Train each model on nested, stratified subsets of the training split "
+                                     "(validation and test stay fixed), reusing finished runs.")
+    d.add_argument("--models", default="cnn_seed,vit_seed", help="comma-separated models (default: cnn_seed,vit_seed)")
+    add_training_args(d, " for every model")
+    d.add_argument("--sizes", help="training-set sizes (default: 1000,2000,5000,10000,20000,54000)")
+    d.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds per model and size (default: 2)")
+    d.add_argument("--out", type=Path, default=Path("data-size-study"), metavar="DIR",
+                   help="output directory (default: data-size-study)")
+    add_device_args(d)
+    add_data_args(d)
+    d.set_defaults(func=run_data_size)
+
+    r = kinds.add_parser("robustness", help="accuracy under corruptions", formatter_class=RAW, epilog=EPILOG,
+                         description="Evaluate models on test images under seeded corruptions (noise, blur, "
+                                     "contrast, geometry, occlusion, elastic, inversion) at severities 1-5.")
+    r.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="trained runs to test")
+    r.add_argument("--weights", metavar="NAME,...", help="shipped weights to test (default when no RUN_DIR: all)")
+    r.add_argument("--corruptions", metavar="NAME,...", help="default: all 14 (see fmbench/corruptions.py)")
+    r.add_argument("--severities", default="1-5", help="e.g. 1-5 (default), 3, or 1,3,5")
+    r.add_argument("--images", default=str(2000), metavar="N|all",
+                   help="test images per condition: a stratified, seeded choice (default: 2000; all: 10,000)")
+    r.add_argument("--baseline", metavar="LABEL", help="the model mCE is relative to (default: the first)")
+    r.add_argument("--out", type=Path, default=Path("robustness-study"), metavar="DIR",
+                   help="output directory (default: robustness-study)")
+    add_device_args(r)
+    add_data_args(r)
+    r.set_defaults(func=run_robustness, trailing_positionals="run_dirs")
+
+
+def run_data_size(args: argparse.Namespace) -> int:
+    from fmbench.report.studies import write_study_report
+    from fmbench.studies import data_size
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    sizes = data_size.parse_sizes(args.sizes)
+    overrides = overrides_from(args)
+    if args.seeds < 1:
+        from fmbench.errors import ConfigError
+
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    for m in models:                                  # unknown names and bad settings fail before the data loads
+        from fmbench.training import make_config
+
+        make_config(m, args.preset, overrides)
+    out = check_out_dir(args.out)
+    data = load_data(args)
+    result = data_size.run(models, args.preset, sizes, args.seeds, overrides, data, out, args.device)
+    print(f"report: {write_study_report(result, out)}")
+    return 0
+
+
+def run_robustness(args: argparse.Namespace) -> int:
+    from fmbench.errors import ConfigError
+    from fmbench.report.studies import write_study_report
+    from fmbench.runtime import choose_device
+    from fmbench.studies import robustness as rb
+
+    corruptions = rb.parse_corruptions(args.corruptions)
+    severities = rb.parse_severities(args.severities)
+    n_images = None if args.images == "all" else _positive_int(args.images, "--images")
+    out = check_out_dir(args.out)
+    device = choose_device(args.device)
+    subjects = _subjects(args, device)
+    labels = [s.label for s in subjects]
+    if args.baseline is not None and args.baseline not in labels:
+        raise ConfigError(f"--baseline {args.baseline!r} is not one of the models: {', '.join(labels)}")
+    data = load_data(args)
+    from fmbench.training import check_same_data, read_config
+
+    for d in args.run_dirs:
+        check_same_data(read_config(Path(d)), data, Path(d))
+    result = rb.run(subjects, data.test_images, data.test_labels, data.test_hash, corruptions, severities,
+                    n_images, out, device)
+    if args.baseline:
+        result["baseline"] = args.baseline
+    print(f"report: {write_study_report(result, out)}")
+    return 0
+
+
+def _positive_int(text: str, option: str) -> int:
+    from fmbench.errors import ConfigError
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give a whole number or 'all'") from None
+    if value < 1:
+        raise ConfigError(f"{option} must be >= 1, got {value}")
+    return value
+
+
+def _subjects(args: argparse.Namespace, device):
+    from dataclasses import replace
+
+    from fmbench.runtime import choose_precision
+    from fmbench.studies.robustness import Subject
+    from fmbench.training import load_model
+    from fmbench.weights import available, load_shipped
+
+    names = [w.strip() for w in args.weights.split(",") if w.strip()] if args.weights else []
+    if not names and not args.run_dirs:
+        names = available()
+    subjects = []
+    for d in args.run_dirs:
+        model, rc = load_model(Path(d), device)
+        subjects.append(Subject(rc.model, model, rc.model, choose_precision(rc.train_cfg.precision, device),
+                                f"run {d}"))
+    taken = [s.label for s in subjects] + names
+    subjects = [s if taken.count(s.label) == 1 else replace(s, label=f"{s.label} ({Path(s.source[4:]).name})")
+                for s in subjects]
+    for n in names:
+        model, rc = load_shipped(n, device)
+        subjects.append(Subject(n, model, rc.model, choose_precision(rc.train_cfg.precision, device), f"shipped {n}"))
+    return subjects
