@@ -28,8 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from fmbench import CLASSES
     from fmbench.engine.loop import predict_logits
     from fmbench.errors import ConfigError

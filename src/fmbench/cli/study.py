@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(data-size) and under corruptions (robustness). Each writes a JSON result "
                                    "and its own report.md / report.html into --out.")
     kinds = p.add_subparsers(dest="study", metavar="STUDY")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])     # `fmbench study` alone: its own help
 
     d = kinds.add_parser("data-size", help="accuracy against training-set size", formatter_class=RAW, epilog=EPILOG,
                          description="Train each model on nested, stratified subsets of the training split "

@@ -134,14 +134,16 @@ def data_size_curves(result: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]
         sizes = sorted(int(s) for s in per_size)
         c: dict[str, Any] = {"sizes": np.array(sizes)}
         for key, field in (("acc", "test_accuracy"), ("f1", "test_f1_weighted")):
-            means, los, his = [], [], []
+            means, los, his, points = [], [], [], []
             for s in sizes:
                 values = [r[field] for r in per_size[str(s)]]
                 lo, hi = stats.t_interval(values)
                 means.append(float(np.mean(values)))
-                los.append(lo)
-                his.append(hi)
+                los.append(max(lo, 0.0))              # an accuracy interval ends at 0 and 1
+                his.append(min(hi, 1.0))
+                points.append(values)
             c[f"{key}_mean"], c[f"{key}_lo"], c[f"{key}_hi"] = np.array(means), np.array(los), np.array(his)
+            c[f"{key}_seeds"] = points
         out[label] = c
     return out
 
@@ -153,7 +155,8 @@ def data_size_section(doc: Doc, result: dict[str, Any]) -> None:
     doc.p(f"Each model trained on stratified subsets of the training split ({', '.join(f'{s:,}' for s in result['sizes'])} "
           f"images; nested: each subset holds the smaller ones of the same seed), {len(result['seeds'])} seeds each; "
           f"the validation split ({result['n_val']:,} images) and the {result['n_test']:,} test images stay fixed. "
-          f"Budget: {result['budget']} Intervals: 95% t-intervals over seeds.")
+          f"Budget: {result['budget']} Intervals: 95% t-intervals over seeds, clipped to [0, 100]% (with 2 "
+          "seeds the t factor is 12.7, so they are wide; the figure shows each seed as a dot).")
     header = ["Training images"] + [f"{l} accuracy" for l in labels]
     rows = []
     for i, s in enumerate(result["sizes"]):

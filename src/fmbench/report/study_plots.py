@@ -52,7 +52,8 @@ def corruption_examples(rows: Sequence[np.ndarray], names: Sequence[str], severi
 def data_size_curves(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
     """Test accuracy and weighted F1 against training-set size (log axis), mean and 95% interval over seeds.
 
-    `curves[label]` holds "sizes", "acc_mean", "acc_lo", "acc_hi", "f1_mean", "f1_lo", "f1_hi"."""
+    `curves[label]` holds "sizes", "acc_mean", "acc_lo", "acc_hi", "f1_mean", "f1_lo", "f1_hi" and, per
+    size, each seed's value ("acc_seeds", "f1_seeds"; drawn as dots)."""
     fig = _figure(9.0, 3.6)
     axes = fig.subplots(1, 2)
     for ax, (key, title) in zip(axes, (("acc", "test accuracy"), ("f1", "test weighted F1"))):
@@ -60,9 +61,12 @@ def data_size_curves(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Pa
             colour = f"C{i}"
             ax.plot(c["sizes"], c[f"{key}_mean"], marker="o", color=colour, label=label)
             ax.fill_between(c["sizes"], c[f"{key}_lo"], c[f"{key}_hi"], color=colour, alpha=0.2, linewidth=0)
+            for size, values in zip(c["sizes"], c.get(f"{key}_seeds", [])):
+                ax.scatter([size] * len(values), values, color=colour, s=10, alpha=0.7, zorder=3)
         ax.set_xscale("log")
         ax.set_xlabel("training images")
         ax.set_ylabel(title)
         ax.grid(alpha=0.3, which="both")
+        ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
     return _save(fig, path)
