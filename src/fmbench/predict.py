@@ -22,18 +22,29 @@ def _to_8bit_gray(im):
     return im.convert("L")
 
 
-def load_image(path: str | Path, size: int = 28) -> torch.Tensor:
-    """A PNG/JPEG (any size or mode) as a uint8 (size, size) tensor, garment light on black.
+class ImageTooLarge(FmbenchError):
+    """An image over the pixel limit (a decompression bomb, or simply too big to be a garment photo)."""
+
+
+def load_image(source: str | Path | bytes, size: int = 28, max_pixels: int | None = None,
+               name: str | None = None) -> torch.Tensor:
+    """A PNG/JPEG (a path or its bytes; any size or mode) as a uint8 (size, size) tensor, garment light on black.
 
     The image is converted to grayscale, scaled so that its longer side fits `size` (aspect ratio
     kept), centred on a square canvas of the background colour, and inverted when its background
-    (the border pixels) is light, since Fashion-MNIST shows light garments on black.
+    (the border pixels) is light, since Fashion-MNIST shows light garments on black. With
+    `max_pixels`, an image whose header declares more pixels is refused before it is decoded.
     """
+    import io
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    path = source if isinstance(source, bytes) else Path(source)
+    what = name or ("the image" if isinstance(source, bytes) else str(path))
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else path) as im:
+            if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
+                raise ImageTooLarge(f"{what}: {im.size[0]}x{im.size[1]} pixels is over the limit of {max_pixels:,}")
             im.load()
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "P"):
@@ -42,9 +53,9 @@ def load_image(path: str | Path, size: int = 28) -> torch.Tensor:
                 im = Image.alpha_composite(canvas, im)
             gray = _to_8bit_gray(im)
     except FileNotFoundError:
-        raise FmbenchError(f"{path}: no such file") from None
+        raise FmbenchError(f"{what}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise FmbenchError(f"{path}: not a readable image ({type(e).__name__})") from None
+        raise FmbenchError(f"{what}: not a readable image ({type(e).__name__})") from None
     a = np.asarray(gray, dtype=np.uint8)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     if border.mean() > 127:

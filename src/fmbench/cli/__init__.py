@@ -15,7 +15,7 @@ import sys
 from fmbench import __version__
 from fmbench.errors import FmbenchError
 
-SUBCOMMANDS = ("data", "train", "evaluate", "predict", "explain", "models", "run", "study", "compare", "bench")
+SUBCOMMANDS = ("data", "train", "evaluate", "predict", "explain", "export", "serve", "models", "run", "study", "compare", "bench")
 
 EPILOG = """examples:
   fmbench run                          the study's CNN and ViT (fast recipes) beside the shipped strong pair

@@ -12,6 +12,7 @@ EPILOG = """examples:
   fmbench evaluate runs/cnn_seed-fast-seed42-1a2b3c4d
   fmbench evaluate runs/vit-try --split val --json
   fmbench evaluate --weights cnn_best               shipped weights, no training
+  fmbench evaluate --onnx cnn_best.onnx             an exported file, with ONNX Runtime (test split)
 """
 
 
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "per-class report and the confusion matrix for one split.")
     p.add_argument("run_dir", nargs="?", type=Path, help="run directory written by `fmbench train`")
     p.add_argument("--weights", metavar="NAME_OR_PATH", help="shipped weights name (see docs) or a .safetensors with its card")
+    p.add_argument("--onnx", type=Path, metavar="FILE.onnx", help="an ONNX file written by `fmbench export`")
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split (default: test)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_device_args(p)
@@ -49,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from fmbench.runtime import choose_device, choose_precision
     from fmbench.training import load_model
 
-    if bool(args.run_dir) == bool(args.weights):
-        raise ConfigError("give either RUN_DIR or --weights NAME_OR_PATH")
+    if sum(map(bool, (args.run_dir, args.weights, args.onnx))) != 1:
+        raise ConfigError("give one of RUN_DIR, --weights NAME_OR_PATH or --onnx FILE")
+    if args.onnx:
+        return _run_onnx(args)
     device = choose_device(args.device)
     if args.weights:
         from fmbench.weights import load_shipped
@@ -72,4 +76,21 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"split": args.split, "model": rc.model, **r}))
     else:
         print(format_report(args.split, r, data.classes))
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    """The exported file on the test split, with ONNX Runtime; its card's PyTorch check beside it."""
+    from fmbench.errors import ConfigError
+    from fmbench.export import evaluate_onnx
+
+    if args.split != "test":
+        raise ConfigError("--onnx evaluates the test split only (the file has no record of its validation split)")
+    data = load_data(args)
+    r = evaluate_onnx(args.onnx, data.test_images, data.test_labels)
+    if args.json:
+        print(json.dumps({"split": "test", **r}))
+    else:
+        print(f"{args.onnx} ({r['model'] or 'no card'}), ONNX Runtime")
+        print(format_report("test", r, data.classes))
     return 0

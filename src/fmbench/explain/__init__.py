@@ -12,6 +12,8 @@ record.py writes a run's explanations into its directory for the report.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,6 +23,9 @@ from fmbench.errors import ConfigError
 METHODS = {"gradcam": "cnn", "rollout": "vit", "attention": "vit"}   # method -> the family it explains
 DEFAULT_METHOD = {"cnn": "gradcam", "vit": "rollout"}
 SIZE = 28
+# Grad-CAM hooks a layer and rollout switches the attention layers to recording: both change the
+# module for one call, so explanations of a shared model (the web server's threads) run one at a time.
+_EXPLAINING = threading.Lock()
 
 
 def choose_method(family: str, method: str | None = None, model: str = "the model") -> str:
@@ -74,7 +79,9 @@ def saliency(model: nn.Module, family: str, images: torch.Tensor, method: str | 
     for start in range(0, images.shape[0], batch_size):
         x = as_input(images[start:start + batch_size])
         t = None if target is None else target[start:start + batch_size].to(x.device)
-        out.append(upsample(_raw(model, x, method, t)).cpu())
+        with _EXPLAINING:
+            raw = _raw(model, x, method, t)
+        out.append(upsample(raw).cpu())
     return torch.cat(out) if out else torch.zeros(0, SIZE, SIZE)
 
 
@@ -83,6 +90,7 @@ def head_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     from fmbench.explain.rollout import last_layer_heads
 
     model.eval()
-    heads = last_layer_heads(model, as_input(images))
+    with _EXPLAINING:
+        heads = last_layer_heads(model, as_input(images))
     B, H = heads.shape[:2]
     return upsample(heads.reshape(B * H, *heads.shape[2:])).reshape(B, H, SIZE, SIZE)

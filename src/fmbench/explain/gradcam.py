@@ -9,6 +9,8 @@ after mirroring the second back, so the map explains the prediction the model ac
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,7 +32,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = Non
     and target classes (B,) (default: the predicted ones). Parameters get no gradient."""
     _, layer = target_layer(model)
     acts: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda m, i, out: acts.append(out))
+    me = threading.get_ident()       # another thread may run the same layer meanwhile (a served model)
+    handle = layer.register_forward_hook(lambda m, i, out: acts.append(out) if threading.get_ident() == me else None)
     try:
         with torch.enable_grad():
             logits = model(x)                                          # (B, classes)
