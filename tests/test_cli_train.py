@@ -282,7 +282,7 @@ def test_evaluate_a_missing_run_dir(run_cli, tmp_path, tiny_idx_dir):
 
 def test_evaluate_needs_a_run_dir_or_weights(run_cli):
     code, _, err = run_cli("evaluate")
-    assert code == 2 and "give either RUN_DIR or --weights" in err
+    assert code == 2 and "give one of RUN_DIR, --weights NAME_OR_PATH or --onnx FILE" in err
 
 
 # ---------------------------------------------------------------- the file system says no; the reader goes away
