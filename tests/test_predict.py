@@ -1,4 +1,4 @@
-"""Image files -> model input (`fmbench.predict`) and `fmbench predict`: sizes, modes, formats,
+"""Image files -> model input (`fmbench.imagefiles`) and `fmbench predict`: sizes, modes, formats,
 inversion of light backgrounds, and one clear line for every unreadable file."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from PIL import Image
 from fmbench import CLASSES
 from fmbench.engine.loop import predict_logits
 from fmbench.errors import FmbenchError
-from fmbench.predict import load_image, load_images
+from fmbench.imagefiles import load_image, load_images
 from fmbench.training import load_model
 
 

@@ -6,3 +6,16 @@ CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
+
+# The public API (fmbench/api.py, docs/api.md), imported on first use so that `import fmbench`
+# and the command line stay quick.
+_API = ("list_models", "create_model", "load_data", "Run", "train", "load_run", "evaluate", "predict", "compare")
+__all__ = ["__version__", "CLASSES", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from fmbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'fmbench' has no attribute {name!r}")

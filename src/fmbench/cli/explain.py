@@ -48,7 +48,7 @@ def _images(specs: list[str], args: argparse.Namespace):
     import torch
 
     from fmbench.errors import ConfigError
-    from fmbench.predict import load_image
+    from fmbench.imagefiles import load_image
 
     indices = {}
     for s in specs:

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from fmbench import CLASSES
     from fmbench.engine.loop import predict_logits
     from fmbench.errors import ConfigError
-    from fmbench.predict import load_images
+    from fmbench.imagefiles import load_images
     from fmbench.runtime import choose_device, choose_precision
     from fmbench.training import load_model
 

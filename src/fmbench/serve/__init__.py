@@ -57,7 +57,7 @@ def create_app(served: list[Served], classes: list[str],
                samples: tuple[torch.Tensor, torch.Tensor] | None = None) -> FastAPI:
     """The FastAPI application serving `served` models."""
     from fmbench.errors import FmbenchError
-    from fmbench.predict import ImageTooLarge, load_image
+    from fmbench.imagefiles import ImageTooLarge, load_image
 
     app = FastAPI(title="fmbench", docs_url=None, redoc_url=None, openapi_url=None)
     page = PAGE.read_text(encoding="utf-8")

@@ -1,0 +1,79 @@
+"""The public API: docs/api.md's examples run as written, errors are typed, and the notebook runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
+
+import fmbench
+from fmbench.errors import ConfigError, RunDirError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_the_examples_in_docs_api_md_run(real_data_dir, monkeypatch):
+    monkeypatch.setenv("FMBENCH_DATA_DIR", str(real_data_dir))
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/api.md", "exec"), namespace)   # noqa: S102 - our own documentation
+    assert namespace["run"].test_accuracy > 0.2          # 1,000 images, one epoch: well above chance (0.1)
+
+
+def test_the_api_is_at_the_top_and_import_stays_light():
+    import fmbench.api
+
+    for name in fmbench.api.__all__:
+        assert getattr(fmbench, name) is getattr(fmbench.api, name)
+    import subprocess
+    import sys
+
+    code = "import sys, fmbench; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_errors_are_typed_never_system_exit(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        fmbench.create_model("nope")
+    with pytest.raises(ConfigError, match="takes no config overrides"):
+        fmbench.create_model("cnn_seed", pretrained=True, conv1=8)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        fmbench.create_model("vit_seed", width=3)
+    with pytest.raises(RunDirError):
+        fmbench.load_run(tmp_path)
+    with pytest.raises(ConfigError, match="images must be"):
+        fmbench.predict(fmbench.create_model("cnn_seed"), torch.zeros(2, 3))
+    with pytest.raises(ConfigError, match="unknown setting 'nonsense'"):
+        fmbench.train("cnn_seed", out=tmp_path / "r", nonsense=1)
+
+
+def test_predict_takes_uint8_float_and_paths(tmp_path):
+    from PIL import Image
+
+    model = fmbench.create_model("cnn_seed", pretrained=True)
+    images = torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8)
+    a = fmbench.predict(model, images)
+    b = fmbench.predict(model, images[:, None].float() / 255)
+    Image.fromarray(images[0].numpy()).save(tmp_path / "x.png")
+    c = fmbench.predict(model, tmp_path / "x.png")
+    assert [p["class"] for p in a] == [p["class"] for p in b] and len(c) == 1 and len(a[0]["top"]) == 3
+
+
+@pytest.mark.slow
+def test_the_notebook_runs_top_to_bottom_on_a_tiny_budget(real_data_dir, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("FMBENCH_DATA_DIR", str(real_data_dir))
+    monkeypatch.setenv("FMBENCH_NOTEBOOK_BUDGET", "tiny")
+    monkeypatch.setenv("FMBENCH_NOTEBOOK_OUT", str(tmp_path / "runs"))
+    nb = nbformat.read(ROOT / "examples" / "study.ipynb", as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "cnn_best: test accuracy 0.95" in text and "report.html" in text
