@@ -155,8 +155,7 @@ def evaluate(model_or_run: nn.Module | Run | str | Path, data=None, split: str =
     if split != "test" and not isinstance(model_or_run, Run):
         raise ConfigError("split='train' or 'val' needs a Run (its validation split); a bare model gets split='test'")
     splits = make_splits(data, cfg, torch.device("cpu"))
-    x, y = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
-            "test": (splits.test_x, splits.test_y)}[split]
+    x, y = splits.of(split)
     metrics, _ = run_eval(_model_of(model_or_run), x, y, cfg, "fp32")
     for row, cls in zip(metrics["per_class"], data.classes):
         row["class"] = cls

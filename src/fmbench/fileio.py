@@ -13,6 +13,16 @@ from typing import Any, Iterator
 LOCK_FILE = ".lock"
 
 
+def cache_home(override: str | os.PathLike | None = None) -> Path:
+    """Where fmbench keeps its caches (data, compiled kernels): `override`, else FMBENCH_CACHE_DIR,
+    else XDG_CACHE_HOME/fmbench, else ~/.cache/fmbench. One setting moves every cache."""
+    base = override or os.environ.get("FMBENCH_CACHE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(xdg) / "fmbench" if xdg else Path.home() / ".cache" / "fmbench"
+    return Path(base).expanduser()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -166,11 +166,9 @@ def write_evaluation(run_dir: Path, model: nn.Module, cfg: TrainConfig, precisio
                      classes: tuple[str, ...] | list[str] | None = None) -> dict[str, dict]:
     """Evaluate `model` cleanly on the named splits (test last); write eval.json and test_outputs.
     `classes` names the per-class rows (the data set's class names; default Fashion-MNIST's)."""
-    data = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
-            "test": (splits.test_x, splits.test_y)}
     metrics, probs = {}, None
     for name in names:
-        metrics[name], p = evaluate(model, *data[name], cfg, precision)
+        metrics[name], p = evaluate(model, *splits.of(name), cfg, precision)
         for row, cls in zip(metrics[name]["per_class"], classes or ()):
             row["class"] = cls
         if name == "test":

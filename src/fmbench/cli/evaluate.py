@@ -65,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
     precision = choose_precision(args.precision or rc.train_cfg.precision, device)
     data = load_data(args)
     splits = make_splits(data, rc.train_cfg, device)
-    x, y = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
-            "test": (splits.test_x, splits.test_y)}[args.split]
+    x, y = splits.of(args.split)
     if rc.train_cfg.channels_last:
         import torch
 

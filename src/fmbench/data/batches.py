@@ -44,6 +44,11 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
+    def of(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of the split called "train", "val" or "test"."""
+        return {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
+                "test": (self.test_x, self.test_y)}[name]
+
 
 def make_splits(ds, cfg: TrainConfig, device: torch.device) -> Splits:
     """Hold out a stratified validation set (seeded), optionally subsample train; test stays whole."""

@@ -56,11 +56,9 @@ class Located:
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """`<cache>/fashion-mnist`: the argument, else FMBENCH_CACHE_DIR, XDG_CACHE_HOME/fmbench, ~/.cache/fmbench."""
-    base = cache_dir or os.environ.get("FMBENCH_CACHE_DIR")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(xdg) / "fmbench" if xdg else Path.home() / ".cache" / "fmbench"
-    return Path(base).expanduser() / "fashion-mnist"
+    from fmbench.fileio import cache_home
+
+    return cache_home(cache_dir) / "fashion-mnist"
 
 
 def find_files(directory: Path) -> tuple[dict[str, Path], list[str]]:

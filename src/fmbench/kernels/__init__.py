@@ -49,12 +49,9 @@ _max_channels = 0
 
 def cache_dir() -> Path:
     """`<base>/kernels`, base = FMBENCH_CACHE_DIR, else XDG_CACHE_HOME/fmbench, else ~/.cache/fmbench."""
-    # The same base directory the data cache uses (data/sources.py), so one setting moves both.
-    base = os.environ.get("FMBENCH_CACHE_DIR")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(xdg) / "fmbench" if xdg else Path.home() / ".cache" / "fmbench"
-    return Path(base).expanduser() / "kernels"
+    from fmbench.fileio import cache_home
+
+    return cache_home() / "kernels"
 
 
 def _source() -> str:
