@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     probs = predict_logits(model, images.to(device), 256, precision).softmax(1).cpu()
     maps = saliency(model, family, images.to(device), method)
     heads = head_maps(model, images.to(device)) if method == "attention" else None
-    faith = _faithfulness(model, rc, family, data, precision) if args.faithfulness else None
+    faith = _faithfulness(model, rc, family, method, data, precision) if args.faithfulness else None
 
     rows = []
     for n, spec in enumerate(specs):
@@ -149,11 +149,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _faithfulness(model, rc, family: str, data, precision: str) -> dict:
-    from fmbench.explain.record import explain_run
+def _faithfulness(model, rc, family: str, method: str, data, precision: str) -> dict:
+    """The deletion test and randomisation check of `method`'s maps, on the images a run's record uses."""
+    from fmbench.explain import saliency
+    from fmbench.explain.record import deletion_indices, faithfulness_checks
 
-    record, _ = explain_run(model, rc.model, rc.model_cfg, family, data.test_images, data.test_labels, precision)
-    return {k: record[k] for k in ("deletion", "randomisation")}
+    device = next(model.parameters()).device
+    chosen = deletion_indices(len(data.test_labels))
+    images, labels = data.test_images[chosen].to(device), data.test_labels[chosen].to(device)
+    maps = saliency(model, family, images, method, target=labels)
+    return faithfulness_checks(model, rc.model, rc.model_cfg, family, method, images, labels, maps, precision)
 
 
 def _write_png(out: Path, images, maps, heads, rows: list[dict], model: str, method: str) -> None:

@@ -30,11 +30,32 @@ def _prob_of(model: nn.Module, precision: str) -> Callable[[torch.Tensor], torch
     return lambda images: predict_logits(model, images.to(device), 500, precision).softmax(1).cpu()
 
 
+def deletion_indices(n_test: int) -> torch.Tensor:
+    """The fixed, seeded choice of test images the deletion test (and, of its first ones, the
+    randomisation check) runs on, sorted."""
+    return torch.from_numpy(np.sort(np.random.default_rng(SEED).choice(n_test, size=min(N_DELETION, n_test),
+                                                                       replace=False)))
+
+
+def faithfulness_checks(model: nn.Module, name: str, model_cfg: Any, family: str, method: str, images: torch.Tensor,
+                        labels: torch.Tensor, maps: torch.Tensor, precision: str = "fp32") -> dict[str, Any]:
+    """{"deletion", "randomisation"} for `maps` (N, 28, 28), the `method` maps of `images` for their
+    true `labels`: the deletion test over all N, the randomisation check over the first N_RANDOMISATION
+    against the same architecture with fresh random weights."""
+    from fmbench.models import build_model
+
+    device = next(model.parameters()).device
+    deletion = faithfulness.deletion(_prob_of(model, precision), images.cpu(), labels.cpu(), maps, SEED)
+    torch.manual_seed(SEED)
+    random_model = build_model(name, model_cfg).to(device).eval()
+    few = slice(0, N_RANDOMISATION)
+    random_maps = saliency(random_model, family, images[few].to(device), method, target=labels[few].to(device))
+    return {"deletion": deletion, "randomisation": faithfulness.randomisation(maps[few], random_maps)}
+
+
 def explain_run(model: nn.Module, name: str, model_cfg: Any, family: str, test_x: torch.Tensor,
                 test_y: torch.Tensor, precision: str = "fp32") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(explain.json record, explain.safetensors tensors) for a trained model on its test set (uint8, CPU)."""
-    from fmbench.models import build_model
-
     t0 = time.perf_counter()
     method = choose_method(family, None, name)
     device = next(model.parameters()).device
@@ -50,18 +71,11 @@ def explain_run(model: nn.Module, name: str, model_cfg: Any, family: str, test_x
     class_means.index_add_(0, test_y.cpu(), all_maps)
     class_means /= torch.bincount(test_y.cpu(), minlength=n_classes).clamp_min(1)[:, None, None].float()
 
-    chosen = torch.from_numpy(np.sort(np.random.default_rng(SEED).choice(
-        len(test_y), size=min(N_DELETION, len(test_y)), replace=False)))
-    deletion = faithfulness.deletion(_prob_of(model, precision), test_x[chosen.to(device)].cpu(),
-                                     test_y[chosen.to(device)].cpu(), all_maps[chosen], SEED)
-
-    torch.manual_seed(SEED)
-    random_model = build_model(name, model_cfg).to(device).eval()
-    few = chosen[:N_RANDOMISATION]
-    randomised = faithfulness.randomisation(all_maps[few], saliency(random_model, family, test_x[few.to(device)],
-                                                                    method, target=test_y[few.to(device)]))
+    chosen = deletion_indices(len(test_y))
+    checks = faithfulness_checks(model, name, model_cfg, family, method, test_x[chosen.to(device)],
+                                 test_y[chosen.to(device)], all_maps[chosen], precision)
     record = {"method": method, "model": name, "sample_indices": idx, "class_means_n": len(test_y),
-              "deletion": deletion, "randomisation": randomised,
+              **checks,
               "seconds": {"samples": round(t_samples, 2), "total": round(time.perf_counter() - t0, 2)}}
     return record, {"sample_maps": sample_maps.contiguous(), "class_means": class_means.contiguous()}
 
