@@ -71,7 +71,7 @@ cells = [
                   "print('true class:', data.classes[int(data.test_labels[i])])\n"
                   "for name in ('cnn_best', 'vit_best'):\n"
                   "    p = fmbench.predict(fmbench.create_model(name, pretrained=True), data.test_images[i:i + 1])[0]\n"
-                  "    print(name, '->', p['class'], f\"{p['probability']:.1%}\", p['top'][1:])"),
+                  "    print(name, '->', p['class'], f\"{p['probability']:.1%}\", [f\"{t['class']} {t['probability']:.1%}\" for t in p['top'][1:]])"),
 ]
 nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                         "language": "python"}})

@@ -26,7 +26,7 @@ def test_compare_writes_the_report(tmp_path, capsys):
 def test_compare_no_images_flag(tmp_path):
     a = write_run(tmp_path, "cnn_seed", n=60)
     assert main(["compare", str(a), "--out", str(tmp_path / "r"), "--no-images"]) == 0
-    assert "Example images omitted: --no-images was given" in (tmp_path / "r" / "report.md").read_text()
+    assert "Example images omitted: no test images were asked for (--no-images)" in (tmp_path / "r" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("make_bad, needle", [

@@ -389,3 +389,36 @@ def test_a_bad_classes_file_is_one_line_naming_it(run_cli, make_tiny_idx, tmp_pa
     code, _, err = run_cli("data", "--data-dir", data_dir, "--no-verify")
     assert code == 2 and f"{data_dir / 'classes.txt'}: expected 10 distinct" in err and message in err
     assert "Traceback" not in err
+
+
+def test_the_cli_is_a_thin_layer_over_the_public_api(cli_run, run_cli, tmp_path, monkeypatch):
+    """train, evaluate, predict and compare call exactly fmbench.api's functions."""
+    from PIL import Image
+
+    from fmbench import api
+
+    calls = []
+    for name in ("train", "resume", "evaluate", "predict", "compare"):
+        real = getattr(api, name)
+        monkeypatch.setattr(api, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    stub_speed(monkeypatch)
+    data = ["--data-dir", cli_run.data_dir, "--no-verify", "--device", "cpu"]
+    assert run_cli(*train_argv(cli_run.data_dir, tmp_path / "run"))[0] == 0
+    assert run_cli("train", "--resume", tmp_path / "run", *data)[0] == 0
+    assert run_cli("evaluate", cli_run.run_dir, *data)[0] == 0
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    assert run_cli("predict", cli_run.run_dir, tmp_path / "x.png")[0] == 0
+    assert run_cli("compare", cli_run.run_dir, "--out", tmp_path / "report", "--no-images")[0] == 0
+    assert calls == ["train", "resume", "evaluate", "predict", "compare"]
+
+
+def test_api_train_refuses_another_run_and_resume_continues(cli_run, tmp_path, monkeypatch):
+    import fmbench
+    from fmbench.errors import ConfigError
+
+    stub_speed(monkeypatch)
+    data = fmbench.load_data(cli_run.data_dir, verify=False, download=False)
+    with pytest.raises(ConfigError, match="holds another run"):
+        fmbench.train("cnn_seed", out=cli_run.run_dir, data=data, quiet=True, epochs=1, train_size=100)
+    run = fmbench.resume(cli_run.run_dir, data, device="cpu", quiet=True)       # finished: returned as it is
+    assert run.path == cli_run.run_dir and run.summary["status"] == "complete"

@@ -9,7 +9,8 @@ CLASSES = (
 
 # The public API (fmbench/api.py, docs/api.md), imported on first use so that `import fmbench`
 # and the command line stay quick.
-_API = ("list_models", "create_model", "load_data", "Run", "train", "load_run", "evaluate", "predict", "compare")
+_API = ("list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
+        "compare")
 __all__ = ["__version__", "CLASSES", *_API]
 
 

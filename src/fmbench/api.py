@@ -5,6 +5,7 @@
     fmbench.load_data(data_dir=None, ...)          the data set (uint8 tensors, class names), found and verified
     fmbench.train(name, preset=None, out=None, data=None, **overrides)   -> Run
     fmbench.load_run(path)                         -> Run of a finished run directory
+    fmbench.resume(path, data=None)                -> Run: an interrupted run continued
     fmbench.evaluate(model_or_run, data=None, split="test")   -> metrics dict
     fmbench.predict(model_or_run, images)          -> one dict per image: class, probability, top 3
     fmbench.compare(runs, out)                     -> path of the report.html
@@ -39,30 +40,39 @@ def list_models() -> list[str]:
     return list(REGISTRY)
 
 
-def create_model(name: str, pretrained: bool = False, **config: Any) -> nn.Module:
-    """A registered model. `pretrained=True`: the shipped weights, SHA-256-checked, in eval mode;
-    otherwise fresh weights, with `config` overriding the model's default sizes (e.g. depth=4)."""
+def create_model(name: str, pretrained: bool | str | Path = False, **config: Any) -> nn.Module:
+    """A registered model. `pretrained=True`: the shipped weights, SHA-256-checked against their
+    card, in eval mode (a path: that .safetensors file with its card); the model's `.run_config`
+    then holds the recipe they were trained with. Otherwise fresh weights, with `config`
+    overriding the model's default sizes (e.g. depth=4)."""
     from fmbench.models import build_model, get_spec
 
     spec = get_spec(name)
-    if pretrained:
+    if pretrained is not False:
         if config:
-            raise ConfigError(f"create_model({name!r}, pretrained=True) takes no config overrides "
+            raise ConfigError(f"create_model({name!r}, pretrained=...) takes no config overrides "
                               f"(the shipped weights fix them): {', '.join(config)}")
         from fmbench.weights import load_shipped
 
-        return load_shipped(name, "cpu")[0]
+        model, rc = load_shipped(name if pretrained is True else pretrained, "cpu")
+        if rc.model != name:
+            raise ConfigError(f"{pretrained}: these are weights for {rc.model}, not {name}")
+        model.run_config = rc
+        return model
     from fmbench.config import apply_overrides
 
     return build_model(name, apply_overrides(spec.config_cls(), config))
 
 
-def load_data(data_dir: str | Path | None = None, *, download: bool = True, verify: bool = True, quiet: bool = True):
+def load_data(data_dir: str | Path | None = None, *, download: bool = True, verify: bool = True,
+              mirrors: list[str] | None = None, cache_dir: str | Path | None = None, quiet: bool = True):
     """Fashion-MNIST (or an IDX directory): `.train_images` (60000, 28, 28) uint8, `.train_labels`,
-    `.test_images`, `.test_labels`, `.classes`; found and verified as the CLI does."""
+    `.test_images`, `.test_labels`, `.classes`; found, downloaded (from `mirrors`, default the
+    public ones) and verified as the CLI does. `quiet=False` reports progress on stderr."""
     from fmbench.data import load_fashion_mnist
 
-    return load_fashion_mnist(data_dir, download=download, verify=verify, log=(lambda s: None) if quiet else print)
+    return load_fashion_mnist(data_dir, mirrors=mirrors, download=download, verify=verify, cache_dir=cache_dir,
+                              log=(lambda s: None) if quiet else _quiet)
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,9 @@ class Run:
         """The run's model with its best (or last) weights, in eval mode."""
         from fmbench.training import load_model
 
-        return load_model(self.path, "cpu", which)[0]
+        model, rc = load_model(self.path, "cpu", which)
+        model.run_config = rc        # evaluate/predict use the run's settings and class names
+        return model
 
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}, model={self.config.model!r}, preset={self.config.preset!r}, "
@@ -103,6 +115,8 @@ def train(name: str, preset: str | None = None, out: str | Path | None = None, d
           quiet: bool = False, explain: bool = True, **overrides: Any) -> Run:
     """Train a registered model (its default preset unless named; `overrides` as `--set`, e.g.
     epochs=3) into `out` (default: runs/NAME-PRESET-seedS-HASH), on `data` (default: load_data()).
+    An `out` that holds this run finished is reused, interrupted is resumed; another run there is
+    a ConfigError.
     `explain=False` skips recording where the model looks (faster for quick experiments)."""
     from fmbench import training
 
@@ -111,19 +125,52 @@ def train(name: str, preset: str | None = None, out: str | Path | None = None, d
     rc = rc.on(data)
     run_dir = Path(out) if out is not None else training.default_run_dir(rc)
     log = (lambda s: None) if quiet else _quiet
+    started = (run_dir / R.CONFIG).exists()
+    if started and training.read_config(run_dir).hash != rc.hash:
+        raise ConfigError(f"{run_dir} holds another run (its config.json differs from this one); choose another out")
     if training.is_complete(run_dir):
         log(f"reusing the finished run {run_dir}")
     else:
-        training.train(rc, run_dir, data, device, resume=(run_dir / R.CONFIG).exists(), log=log, explain=explain)
+        training.train(rc, run_dir, data, device, resume=started, log=log, explain=explain)
     return load_run(run_dir)
 
 
-def _model_of(model_or_run: nn.Module | Run | str | Path) -> nn.Module:
+def resume(path: str | Path, data=None, device: str = "auto", quiet: bool = False) -> Run:
+    """Continue an interrupted run from its last checkpoint, with the config it recorded (the
+    data must be the same data set: RunDirError otherwise); a finished run is returned as it is."""
+    from fmbench import training
+
+    path = Path(path)
+    training.read_config(path)                 # a missing or broken run directory fails before the data loads
+    data = data if data is not None else load_data()
+    training.resume(path, data, device, log=(lambda s: None) if quiet else _quiet)
+    return load_run(path)
+
+
+def _loaded(model_or_run: nn.Module | Run | str | Path, device: str | None) -> tuple[nn.Module, Any]:
+    """(model in eval mode, its RunConfig or None). A module given stays where it is unless
+    `device` is named (then it is moved, as `nn.Module.to` does); a run is loaded onto `device`
+    (default: auto) with its run's settings (channels_last for a CNN)."""
+    from fmbench.runtime import choose_device
+
     if isinstance(model_or_run, nn.Module):
-        return model_or_run.eval()
-    if isinstance(model_or_run, Run):
-        return model_or_run.model()
-    return load_run(model_or_run).model()
+        model = model_or_run if device is None else model_or_run.to(choose_device(device))
+        return model.eval(), getattr(model_or_run, "run_config", None)
+    from fmbench.training import load_model
+
+    path = model_or_run.path if isinstance(model_or_run, Run) else Path(model_or_run)
+    model, rc = load_model(path, choose_device(device or "auto"))
+    if rc.train_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, rc
+
+
+def _precision(precision: str | None, rc: Any, model: nn.Module) -> str:
+    """The precision asked for, else the run's own setting ('auto': bf16 where it is fast), else fp32."""
+    from fmbench.runtime import choose_precision
+
+    return choose_precision(precision or (rc.train_cfg.precision if rc is not None else "fp32"),
+                            next(model.parameters()).device)
 
 
 def _as_uint8(images: Any) -> torch.Tensor:
@@ -141,48 +188,67 @@ def _as_uint8(images: Any) -> torch.Tensor:
                       f"got {x.dtype} {tuple(x.shape)}")
 
 
-def evaluate(model_or_run: nn.Module | Run | str | Path, data=None, split: str = "test") -> dict[str, Any]:
-    """Loss, accuracy, weighted F1, per-class report and confusion matrix on the test set (or
-    split="train"/"val" of a Run, using its own validation split)."""
+def evaluate(model_or_run: nn.Module | Run | str | Path, data=None, split: str = "test", *,
+             device: str | None = None, precision: str | None = None) -> dict[str, Any]:
+    """Loss, accuracy, weighted F1, per-class report (with class names) and confusion matrix on the
+    test set, or on split="train"/"val" of a run's own validation split (a run, a run directory,
+    or a model that knows its run: `create_model(..., pretrained=True)`, `Run.model()`).
+    `precision`: fp32, bf16 or auto; default: the run's own setting, fp32 for a bare module."""
     from fmbench.config import TrainConfig
     from fmbench.data.batches import make_splits
     from fmbench.engine.loop import evaluate as run_eval
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {split!r}")
+    model, rc = _loaded(model_or_run, device)
+    if split != "test" and rc is None:
+        raise ConfigError(f"split={split!r} needs a run (its validation split); a bare model gets split='test'")
     data = data if data is not None else load_data()
-    cfg = model_or_run.config.train_cfg if isinstance(model_or_run, Run) else TrainConfig()
-    if split != "test" and not isinstance(model_or_run, Run):
-        raise ConfigError("split='train' or 'val' needs a Run (its validation split); a bare model gets split='test'")
-    splits = make_splits(data, cfg, torch.device("cpu"))
+    cfg = rc.train_cfg if rc is not None else TrainConfig()
+    splits = make_splits(data, cfg, next(model.parameters()).device)
     x, y = splits.of(split)
-    metrics, _ = run_eval(_model_of(model_or_run), x, y, cfg, "fp32")
+    metrics, _ = run_eval(model, x, y, cfg, _precision(precision, rc, model))
     for row, cls in zip(metrics["per_class"], data.classes):
         row["class"] = cls
     return metrics
 
 
-def predict(model_or_run: nn.Module | Run | str | Path, images: Any, top: int = 3) -> list[dict[str, Any]]:
-    """One dict per image: {"class", "probability", "top": [(class, probability), ...]}."""
+def predict(model_or_run: nn.Module | Run | str | Path, images: Any, top: int = 3, *,
+            device: str | None = None, precision: str | None = None) -> list[dict[str, Any]]:
+    """One dict per image: {"class", "index", "probability", "top": [{"class", "index", "probability"}, ...]}.
+    Image files are read (and checked) before any model is loaded."""
     from fmbench import CLASSES
     from fmbench.engine.loop import predict_logits
 
+    if not 1 <= top <= len(CLASSES):
+        raise ConfigError(f"top must be between 1 and {len(CLASSES)}, got {top}")
     x = _as_uint8(images)
-    probs = predict_logits(_model_of(model_or_run), x, 256, "fp32").softmax(1)
+    model, rc = _loaded(model_or_run, device)
+    classes = ((rc.data or {}).get("classes") if rc is not None else None) or CLASSES  # the run's own names
+    probs = predict_logits(model, x.to(next(model.parameters()).device), 256,
+                           _precision(precision, rc, model)).softmax(1).cpu()
+    values, idx = probs.topk(top, dim=1)
     out = []
-    for p in probs:
-        values, idx = p.topk(top)
-        out.append({"class": CLASSES[int(idx[0])], "probability": float(values[0]),
-                    "top": [(CLASSES[int(i)], float(v)) for v, i in zip(values, idx)]})
+    for v, i in zip(values.tolist(), idx.tolist()):
+        ranked = [{"class": classes[c], "index": c, "probability": p} for p, c in zip(v, i)]
+        out.append({**ranked[0], "top": ranked})
     return out
 
 
-def compare(runs: Sequence[Run | str | Path], out: str | Path = "report", test_images: Any = None) -> Path:
-    """The comparison report (report.md, report.html, figures/) of finished runs; returns report.html."""
+def compare(runs: Sequence[Run | str | Path], out: str | Path = "report", test_images: Any = None, *,
+            images: bool = True, data_dir: str | Path | None = None, download: bool = True, command: str = "") -> Path:
+    """The comparison report (report.md, report.html, figures/) of finished runs; returns report.html.
+
+    `runs` are Runs or run directories; a study directory (`fmbench study ...`) adds its section.
+    The example-image figures use `test_images` when given, else (with `images`) the data set found
+    as load_data() finds it (`data_dir`, `download`); without images they are replaced by a note.
+    `command` is quoted in the report's provenance."""
     from fmbench.report import build_report
 
     dirs = [r.path if isinstance(r, Run) else Path(r) for r in runs]
-    return build_report(dirs, Path(out), test_images=test_images)
+    return build_report(dirs, Path(out), test_images=test_images, find_images=images, data_dir=data_dir,
+                        download=download, command=command)
 
 
-__all__ = ["list_models", "create_model", "load_data", "Run", "train", "load_run", "evaluate", "predict", "compare"]
+__all__ = ["list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
+           "compare"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -23,12 +22,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_data(args: argparse.Namespace):
-    """Find, verify and load the data set as the data options say; progress goes to stderr."""
-    from fmbench.data import load_fashion_mnist
+    """Find, verify and load the data set as the data options say (fmbench.load_data); progress goes to stderr."""
+    from fmbench import api
 
-    return load_fashion_mnist(
-        args.data_dir, mirrors=args.mirror, download=not args.no_download, verify=not args.no_verify,
-        cache_dir=args.cache_dir, log=lambda s: print(s, file=sys.stderr))
+    return api.load_data(args.data_dir, mirrors=args.mirror, download=not args.no_download, verify=not args.no_verify,
+                         cache_dir=args.cache_dir, quiet=False)
+
+
+def shipped_model(name_or_path: str):
+    """`--weights NAME_OR_PATH`: the shipped weights (or a .safetensors with its card) as
+    fmbench.create_model(..., pretrained=...) loads them."""
+    from fmbench import api
+    from fmbench.weights import read_card
+
+    return api.create_model(read_card(name_or_path)["model"], pretrained=name_or_path)
 
 
 def add_training_args(p: argparse.ArgumentParser, every: str = "") -> None:
@@ -66,3 +73,12 @@ def check_out_dir(path: Path) -> Path:
                 raise ConfigError(f"{path}: cannot be a directory, {p} is an existing file")
             break
     return path
+
+
+def model_name(model_or_run) -> str:
+    """The registered name of a module from shipped_model or of a run directory's model."""
+    if hasattr(model_or_run, "run_config"):
+        return model_or_run.run_config.model
+    from fmbench.training import read_config
+
+    return read_config(model_or_run).model

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
-from typing import Any
-
-FASHION_MNIST_TEST_N = 10_000
 
 EPILOG = """examples:
   fmbench compare runs/cnn_seed-fast runs/vit_seed-fast --out report
@@ -51,54 +47,11 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(argv)
 
 
-def _test_images(args: argparse.Namespace, n_test: int, test_hash: str) -> tuple[Any, str]:
-    """The test images in test-set order, or (None, why not) for the note in the report."""
-    if args.no_images:
-        return None, "--no-images was given"
-    if n_test != FASHION_MNIST_TEST_N:
-        return None, (f"the runs were evaluated on {n_test:,} test images, not the "
-                      f"{FASHION_MNIST_TEST_N:,} of Fashion-MNIST, so the images are not available")
-    from fmbench.errors import DataError
-
-    try:
-        from fmbench.data import load_fashion_mnist
-    except ImportError as e:
-        return None, f"the data module could not be imported ({e})"
-    try:
-        ds = load_fashion_mnist(args.data_dir, download=not args.no_download,
-                                log=lambda msg: print(msg, file=sys.stderr))
-    except DataError as e:
-        print(f"fmbench: warning: example images omitted: {e}", file=sys.stderr)
-        return None, f"the test images could not be loaded ({e})"
-    if ds.test_hash != test_hash:
-        return None, (f"the test images found ({ds.source}, test_hash {ds.test_hash[:12]}) are not "
-                      f"the ones the runs were evaluated on (test_hash {test_hash[:12]})")
-    return ds.test_images, ""
-
-
 def run(args: argparse.Namespace) -> int:
-    from fmbench.report import load_runs, write_report
-
+    from fmbench import api
     from fmbench.cli.common import check_out_dir
 
-    from fmbench.errors import RunDirError
-    from fmbench.report.studies import find_study
-
-    check_out_dir(args.out)
-    studies, run_dirs = [], []
-    for d in args.run_dirs:
-        study = find_study(d) if d.is_dir() else None
-        (studies.append(study) if study is not None else run_dirs.append(d))
-    if not run_dirs:
-        raise RunDirError("no run directories given (only study directories); the report compares runs")
-    groups = load_runs(run_dirs)               # RunDirError -> one line, exit 2
-    first = next(iter(groups.values()))[0]
-    for study, d in zip(studies, [d for d in args.run_dirs if d not in run_dirs]):
-        if study["test_hash"] != first.test_hash:
-            raise RunDirError(f"{d}: the study was run on other test data (test_hash {study['test_hash'][:12]}) "
-                              f"than the runs ({first.test_hash[:12]})")
-    images, note = _test_images(args, first.n_test, first.test_hash)
-    html = write_report(groups, args.out, test_images=images, command=_command(args),
-                        images_note=note, studies=studies)
+    html = api.compare(args.run_dirs, check_out_dir(args.out), images=not args.no_images, data_dir=args.data_dir,
+                       download=not args.no_download, command=_command(args))
     print(f"wrote {html} and {html.with_suffix('.md')} ({html.parent / 'figures'})")
     return 0

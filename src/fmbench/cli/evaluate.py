@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fmbench.cli.common import RAW, add_data_args, add_device_args, load_data
+from fmbench.cli.common import RAW, add_data_args, add_device_args, load_data, model_name, shipped_model
 
 EPILOG = """examples:
   fmbench evaluate runs/cnn_seed-fast-seed42-1a2b3c4d
@@ -45,34 +45,19 @@ def format_report(split: str, r: dict, classes: tuple[str, ...]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fmbench.data.batches import make_splits
-    from fmbench.engine.loop import evaluate
+    from fmbench import api
     from fmbench.errors import ConfigError
-    from fmbench.runtime import choose_device, choose_precision
-    from fmbench.training import load_model
 
     if sum(map(bool, (args.run_dir, args.weights, args.onnx))) != 1:
         raise ConfigError("give one of RUN_DIR, --weights NAME_OR_PATH or --onnx FILE")
     if args.onnx:
         return _run_onnx(args)
-    device = choose_device(args.device)
-    if args.weights:
-        from fmbench.weights import load_shipped
-
-        model, rc = load_shipped(args.weights, device)
-    else:
-        model, rc = load_model(args.run_dir, device)
-    precision = choose_precision(args.precision or rc.train_cfg.precision, device)
+    model_or_run = shipped_model(args.weights) if args.weights else args.run_dir
+    name = model_name(model_or_run)               # a bad run directory fails before the data is loaded
     data = load_data(args)
-    splits = make_splits(data, rc.train_cfg, device)
-    x, y = splits.of(args.split)
-    if rc.train_cfg.channels_last:
-        import torch
-
-        model = model.to(memory_format=torch.channels_last)
-    r, _ = evaluate(model, x, y, rc.train_cfg, precision)
+    r = api.evaluate(model_or_run, data, args.split, device=args.device, precision=args.precision)
     if args.json:
-        print(json.dumps({"split": args.split, "model": rc.model, **r}))
+        print(json.dumps({"split": args.split, "model": name, **r}))
     else:
         print(format_report(args.split, r, data.classes))
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fmbench.cli.common import RAW, add_device_args
+from fmbench.cli.common import RAW, add_device_args, model_name, shipped_model
 
 EPILOG = """examples:
   fmbench predict runs/cnn_seed-fast-seed42-1a2b3c4d shoe.jpg shirt.png
@@ -28,12 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fmbench import CLASSES
-    from fmbench.engine.loop import predict_logits
+    from fmbench import CLASSES, api
     from fmbench.errors import ConfigError
-    from fmbench.imagefiles import load_images
-    from fmbench.runtime import choose_device, choose_precision
-    from fmbench.training import load_model
 
     paths = [Path(p) for p in args.paths]
     if args.weights:
@@ -46,23 +42,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no IMAGE given")
     if not 1 <= args.top <= len(CLASSES):
         raise ConfigError(f"--top must be between 1 and {len(CLASSES)}, got {args.top}")
-    device = choose_device(args.device)
-    x = load_images(images).to(device)  # bad images fail before any model is loaded
-    if args.weights:
-        from fmbench.weights import load_shipped
-
-        model, rc = load_shipped(args.weights, device)
-    else:
-        model, rc = load_model(run_dir, device)
-    classes = (rc.data or {}).get("classes") or CLASSES        # the names the run was trained with
-    precision = choose_precision(args.precision or rc.train_cfg.precision, device)
-    probs = predict_logits(model, x, 256, precision).softmax(1).cpu()
-    top_p, top_i = probs.topk(args.top, dim=1)
-    results = [{"image": str(path), "top": [{"class": classes[i], "index": int(i), "probability": round(float(p), 6)}
-                                            for p, i in zip(top_p[n], top_i[n])]}
-               for n, path in enumerate(images)]
+    model_or_run = shipped_model(args.weights) if args.weights else run_dir
+    predictions = api.predict(model_or_run, images, top=args.top, device=args.device, precision=args.precision)
+    results = [{"image": str(path), "top": [{**t, "probability": round(t["probability"], 6)} for t in p["top"]]}
+               for path, p in zip(images, predictions)]
     if args.json:
-        print(json.dumps({"model": rc.model, "predictions": results}))
+        print(json.dumps({"model": model_name(model_or_run), "predictions": results}))
     else:
         for r in results:
             print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"]))

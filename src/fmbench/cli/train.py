@@ -34,30 +34,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fmbench import training
+    from fmbench import api, training
 
     if args.resume and args.model:
         raise ConfigError("give either MODEL or --resume RUN_DIR, not both")
     if not args.resume and not args.model:
         raise ConfigError("missing MODEL (see `fmbench models`) or --resume RUN_DIR")
     if args.resume:
-        rc = training.read_config(args.resume)
+        training.read_config(args.resume)             # fail before loading the data where we can
         run_dir = args.resume
     else:
-        rc = training.make_config(args.model, args.preset, overrides_from(args))
-        if args.out:                                  # fail before loading the data where we can
+        overrides = overrides_from(args)
+        rc = training.make_config(args.model, args.preset, overrides)
+        if args.out:
             check_out_dir(args.out)
     data = load_data(args)
     if not args.resume:
-        rc = rc.on(data)                              # the data's identity is part of the run's
-        run_dir = check_out_dir(args.out or training.default_run_dir(rc))
+        run_dir = check_out_dir(args.out or training.default_run_dir(rc.on(data)))  # the data's identity is in the name
         if training.is_complete(run_dir):
             raise ConfigError(f"{run_dir} already holds a finished run; choose another --out")
     try:
         if args.resume:
-            training.resume(run_dir, data, args.device)
+            api.resume(run_dir, data, args.device)
         else:
-            training.train(rc, run_dir, data, args.device)
+            api.train(args.model, args.preset, out=run_dir, data=data, device=args.device, **overrides)
     except KeyboardInterrupt:
         print(f"\ninterrupted; the last finished epoch is saved. Resume with:\n"
               f"  fmbench train --resume {run_dir}", file=sys.stderr)

@@ -19,13 +19,15 @@ from fmbench.published import PUBLISHED, VIT_VAL_LOSS_NOTE
 from fmbench.report import plots, stats
 from fmbench.report.document import Doc, publish
 from fmbench.report.looks import looks_section
-from fmbench.report.studies import study_section
+from fmbench.errors import RunDirError
+from fmbench.report.studies import find_study, study_section
 from fmbench.report.runs import RunRecord, load_runs
 from fmbench.report.tiers import answer, tier_pairs, tiers_section
 
 TOP_PAIRS = 5           # most confused (true, predicted) pairs per model
 EXAMPLES_PER_PAIR = 4
 N_BOOT = 10_000
+FASHION_MNIST_TEST_N = 10_000
 ALPHA = 0.05
 DASH = "—"
 
@@ -439,11 +441,56 @@ def write_report(groups: dict[str, list[RunRecord]], out_dir: str | Path, *,
     return publish(build, title, out_dir)
 
 
-def build_report(run_dirs: list[Path], out_dir: Path, *, test_images: Any = None,
-                 command: str = "") -> Path:
-    """Read run directories and write the comparison report into `out_dir`; returns report.html.
+def find_test_images(n_test: int, test_hash: str, data_dir: str | Path | None = None,
+                     download: bool = True) -> tuple[Any, str]:
+    """The Fashion-MNIST test images in test-set order, found as the CLI finds the data, or
+    (None, why not) for the note in the report."""
+    import sys
 
-    `test_images` is the (N, 28, 28) uint8 test set in test_outputs order; without it the
-    example-image figures are replaced by a note.
+    from fmbench.errors import DataError
+
+    if n_test != FASHION_MNIST_TEST_N:
+        return None, (f"the runs were evaluated on {n_test:,} test images, not the "
+                      f"{FASHION_MNIST_TEST_N:,} of Fashion-MNIST, so the images are not available")
+    from fmbench.data import load_fashion_mnist
+
+    try:
+        ds = load_fashion_mnist(data_dir, download=download, log=lambda msg: print(msg, file=sys.stderr))
+    except DataError as e:
+        print(f"fmbench: warning: example images omitted: {e}", file=sys.stderr)
+        return None, f"the test images could not be loaded ({e})"
+    if ds.test_hash != test_hash:
+        return None, (f"the test images found ({ds.source}, test_hash {ds.test_hash[:12]}) are not "
+                      f"the ones the runs were evaluated on (test_hash {test_hash[:12]})")
+    return ds.test_images, ""
+
+
+def build_report(paths: list[str | Path], out_dir: str | Path, *, test_images: Any = None, find_images: bool = False,
+                 data_dir: str | Path | None = None, download: bool = True, command: str = "") -> Path:
+    """Read run directories (and study directories: `fmbench study` output adds its section) and
+    write the comparison report into `out_dir`; returns report.html.
+
+    `test_images` is the (N, 28, 28) uint8 test set in test_outputs order. Without it, and with
+    `find_images`, the data set is looked for as the CLI does (`data_dir`, `download`); the
+    example-image figures are replaced by a note when there are no images.
     """
-    return write_report(load_runs(run_dirs), out_dir, test_images=test_images, command=command)
+    studies, run_dirs = [], []
+    for d in map(Path, paths):
+        study = find_study(d) if d.is_dir() else None
+        (studies.append((d, study)) if study is not None else run_dirs.append(d))
+    if not run_dirs:
+        raise RunDirError("no run directories given (only study directories); the report compares runs")
+    groups = load_runs(run_dirs)
+    first = next(iter(groups.values()))[0]
+    for d, study in studies:
+        if study["test_hash"] != first.test_hash:
+            raise RunDirError(f"{d}: the study was run on other test data (test_hash {study['test_hash'][:12]}) "
+                              f"than the runs ({first.test_hash[:12]})")
+    note = ""
+    if test_images is None:
+        if find_images:
+            test_images, note = find_test_images(first.n_test, first.test_hash, data_dir, download)
+        else:
+            note = "no test images were asked for (--no-images)"
+    return write_report(groups, out_dir, test_images=test_images, command=command, images_note=note,
+                        studies=[s for _, s in studies])

@@ -1,0 +1,65 @@
+"""benchmarks/time_to_accuracy.py: seeds, the summary table, the JSON record and the exit status."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
+
+
+@pytest.fixture
+def data_dir(make_tiny_idx, tmp_path: Path) -> Path:
+    return make_tiny_idx(tmp_path / "tiny", n_train=200, n_test=50)
+
+
+@pytest.fixture(scope="module")
+def tta():
+    spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ["--model", "cnn_seed", "--preset", "fast", "--set", "epochs=2", "--set", "warmup_epochs=0",
+        "--set", "conv1=4", "--set", "conv2=4", "--set", "dense=8", "--no-verify"]
+
+
+def test_seeds_table_and_json(tta, data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tta.json"
+    code = tta.main([*TINY, "--data-dir", str(data_dir), "--seeds", "2", "--target", "0.01",
+                     "--budget", "3600", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert [r["seed"] for r in result["runs"]] == [42, 43]          # the preset's seed, then the next
+    assert all(r["epochs"] == 2 and len(r["epoch_records"]) == 2 for r in result["runs"])
+    accs = [r["test_accuracy"] for r in result["runs"]]
+    s = result["summary"]
+    assert s["accuracy_min"] == min(accs) and s["accuracy_max"] == max(accs)
+    assert s["accuracy_mean"] == pytest.approx(sum(accs) / 2, abs=1e-5)
+    assert s["met"] and s["time_met"] and s["seconds_max"] <= 3600
+    assert "target MET" in printed and "mean" in printed and "max" in printed
+
+
+def test_missed_target_exits_1(tta, data_dir: Path, capsys) -> None:
+    code = tta.main([*TINY, "--data-dir", str(data_dir), "--target", "1.0", "--every-epoch"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "target MISSED" in printed
+
+
+def test_time_budget_counts(tta) -> None:
+    runs = [{"seconds": 10.0, "test_accuracy": 0.96}, {"seconds": 30.0, "test_accuracy": 0.95}]
+    s = tta.summarize(runs, target=0.95, budget=15)
+    assert s["accuracy_met"] and s["time_met"] is False and not s["met"]
+    assert s["seconds_mean"] == 20.0 and s["accuracy_mean"] == pytest.approx(0.955)
+
+
+def test_bad_setting_is_one_line(tta, data_dir: Path, capsys) -> None:
+    code = tta.main([*TINY, "--data-dir", str(data_dir), "--set", "lr=-1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == ["error: lr must be > 0, got -1.0"]
