@@ -1,7 +1,12 @@
 """Build examples/study.ipynb from the cells below (the notebook is committed executed; see docs/api.md).
 
-    python examples/make_notebook.py                     # write the unexecuted notebook
-    FMBENCH_NOTEBOOK_BUDGET=full python -m nbclient ...  # (see docs/api.md for executing it)
+    python examples/make_notebook.py          # write the unexecuted notebook, then execute it in place:
+    rm -rf examples/notebook-runs && python -c "import nbformat; from nbclient import NotebookClient; \
+        nb = nbformat.read('examples/study.ipynb', 4); NotebookClient(nb, timeout=1800, kernel_name='python3', \
+        resources={'metadata': {'path': 'examples'}}).execute(); nbformat.write(nb, 'examples/study.ipynb')"
+
+The runs go to examples/notebook-runs (git-ignored); a run there from an older recipe is refused
+(`fmbench.train` will not mix two runs in one directory), hence the rm.
 """
 
 import nbformat

@@ -371,7 +371,17 @@ def test_center_input_maps_pixels_to_minus_one_one():
 def test_cnn_seed_fast_keeps_the_study_layers():
     study, _ = resolve_config("cnn_seed", "seed")
     fast, train = resolve_config("cnn_seed", "fast")
-    assert fast.conv1 == study.conv1 == 64 and train.epochs == 6 and fast.bn_momentum == 0.1
+    assert (fast.conv1, fast.conv2, fast.dense) == (study.conv1, study.conv2, study.dense) == (64, 128, 128)
+    assert train.epochs == 3 and fast.bn_momentum == 0.1 and fast.dropout == 0.0   # issue 16's recipe
+
+
+def test_fast_presets_of_the_strong_models_keep_their_architecture_and_use_both_cores():
+    for name in ("cnn_best", "vit_best"):
+        best_model, best = resolve_config(name, "best")
+        fast_model, fast = resolve_config(name, "fast")
+        assert fast.epochs < best.epochs and fast.threads == 0 and best.threads == 1
+        assert {k: v for k, v in vars(fast_model).items() if k != "drop_path"} == \
+            {k: v for k, v in vars(best_model).items() if k != "drop_path"}
 
 
 def test_old_vit_configs_reload_with_the_values_they_were_trained_with(tmp_path):

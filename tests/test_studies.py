@@ -33,7 +33,7 @@ def test_subsets_are_stratified_and_nested_per_seed():
 
 
 def test_small_training_sets_get_at_least_the_steps_of_10000_images():
-    rc = make_config("cnn_seed", "fast")                                 # 6 epochs, batch 256
+    rc = make_config("cnn_seed", "fast", {"epochs": "6"})                # 6 epochs, batch 256
     steps_at_10k = 6 * 40
     assert data_size.epochs_for(rc, 54_000) == 6
     assert data_size.epochs_for(rc, 10_000) == 6

