@@ -8,6 +8,7 @@ temporary directory inside OUT_DIR and moved into place only when everything suc
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,11 @@ import numpy as np
 
 from fmbench import __version__
 from fmbench import rundir as R
+from fmbench.errors import DataError, RunDirError
 from fmbench.published import PUBLISHED, VIT_VAL_LOSS_NOTE
 from fmbench.report import plots, stats
 from fmbench.report.document import Doc, publish
 from fmbench.report.looks import looks_section
-from fmbench.errors import RunDirError
 from fmbench.report.studies import find_study, study_section
 from fmbench.report.runs import RunRecord, load_runs
 from fmbench.report.tiers import answer, tier_pairs, tiers_section
@@ -445,10 +446,6 @@ def find_test_images(n_test: int, test_hash: str, data_dir: str | Path | None = 
                      download: bool = True) -> tuple[Any, str]:
     """The Fashion-MNIST test images in test-set order, found as the CLI finds the data, or
     (None, why not) for the note in the report."""
-    import sys
-
-    from fmbench.errors import DataError
-
     if n_test != FASHION_MNIST_TEST_N:
         return None, (f"the runs were evaluated on {n_test:,} test images, not the "
                       f"{FASHION_MNIST_TEST_N:,} of Fashion-MNIST, so the images are not available")
