@@ -63,3 +63,11 @@ def test_bad_setting_is_one_line(tta, data_dir: Path, capsys) -> None:
     code = tta.main([*TINY, "--data-dir", str(data_dir), "--set", "lr=-1"])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines() == ["error: lr must be > 0, got -1.0"]
+
+
+@pytest.mark.parametrize("argv, message", [(["--seeds", "0"], "--seeds must be >= 1"),
+                                           (["--target", "1.5"], "--target is a test accuracy in (0, 1]")])
+def test_bad_arguments_exit_2_with_the_reason(tta, argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        tta.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
