@@ -2,7 +2,7 @@
 """Wall time to a TEST accuracy, through fmbench's own `fit`, over several seeds.
 
     python benchmarks/time_to_accuracy.py --model cnn_best --preset fast --target 0.95 --seeds 3 \\
-        [--budget 900] [--json tta.json] [--set epochs=12] [--device cuda] [--every-epoch]
+        [--budget 900] [--json tta.json [--resume]] [--set epochs=12] [--device cuda] [--every-epoch]
 
 For each seed (the preset's seed, then +1, +2, ...) the clock starts once the data set is in
 memory (it is parsed once and shared by the seeds) and covers what `fmbench train` does to get a
@@ -19,6 +19,11 @@ that reaches the target: time to target in the strict sense.
 A target counts as met when the MEAN test accuracy over the seeds reaches `--target` and, given
 `--budget`, the mean wall time is within it. The table shows each seed and the mean, min and max.
 The test set is only looked at for this measurement; `fit` never sees it.
+
+With `--json` the record is rewritten (atomically) after every seed, so a long benchmark that is
+interrupted loses at most the seed in progress: `--resume` keeps the seeds already recorded in the
+JSON (it must be the same model, preset, settings and mode) and runs only the missing ones. Each
+seed's record carries its own CPU name and date, since resumed seeds may come from another session.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ from fmbench.config import parse_set_args  # noqa: E402
 from fmbench.data import load_fashion_mnist  # noqa: E402
 from fmbench.data.batches import make_splits  # noqa: E402
 from fmbench.engine.loop import evaluate, fit  # noqa: E402
-from fmbench.errors import FmbenchError  # noqa: E402
-from fmbench.fileio import write_json  # noqa: E402
+from fmbench.errors import FmbenchError, RunDirError  # noqa: E402
+from fmbench.fileio import read_json, write_json  # noqa: E402
 from fmbench.models import build_model  # noqa: E402
 from fmbench.runtime import choose_device, choose_precision, cpu_name, seed_everything, set_threads  # noqa: E402
 
@@ -127,6 +132,37 @@ def table(model: str, preset: str, runs: list[dict], s: dict) -> str:
     return "\n".join(lines)
 
 
+def record(args: argparse.Namespace, overrides: dict, runs: list[dict]) -> dict:
+    """The JSON record: what was run, the summary over the seeds so far and every seed's run."""
+    return {
+        "benchmark": "time_to_accuracy", "model": args.model, "preset": args.preset, "overrides": overrides,
+        "every_epoch": args.every_epoch, "summary": summarize(runs, args.target, args.budget), "runs": runs,
+        "cpu": cpu_name(), "torch": torch.__version__, "fmbench": __version__, "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name() if runs[-1]["device"].startswith("cuda") else None,
+    }
+
+
+def recorded_runs(args: argparse.Namespace, overrides: dict) -> list[dict]:
+    """The seeds already in `args.json` for `--resume`; a record of another benchmark is refused."""
+    if not args.json.exists():
+        return []
+    old = read_json(args.json)
+    mine = {"benchmark": "time_to_accuracy", "model": args.model, "preset": args.preset, "overrides": overrides,
+            "every_epoch": args.every_epoch}
+    if not isinstance(old, dict) or not isinstance(old.get("runs"), list):
+        raise RunDirError(f"{args.json}: not a time_to_accuracy record (no list of runs)")
+    differ = [k for k, v in mine.items() if old.get(k) != v]
+    if differ:
+        raise RunDirError(f"{args.json}: recorded with another {', '.join(differ)} "
+                          f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); use another --json to start afresh")
+    base_seed = training.make_config(args.model, args.preset, overrides).train_cfg.seed
+    seeds = [r.get("seed") for r in old["runs"]]
+    if seeds != list(range(base_seed, base_seed + len(seeds))):
+        raise RunDirError(f"{args.json}: recorded seeds {seeds} are not {base_seed}, {base_seed + 1}, ... in order")
+    print(f"resuming: seed(s) {', '.join(map(str, seeds))} already recorded in {args.json}", file=sys.stderr)
+    return [{"cpu": old.get("cpu"), **r} for r in old["runs"]]  # records from before --resume name the CPU once
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -141,37 +177,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, help="directory with the Fashion-MNIST IDX files")
     p.add_argument("--no-verify", action="store_true", help="skip SHA-256 verification (MNIST-like data sets)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON (after every seed)")
+    p.add_argument("--resume", action="store_true", help="keep the seeds already recorded in --json and run "
+                   "only the missing ones")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
+    if args.resume and not args.json:
+        p.error("--resume needs --json, the record to continue")
     if not 0 < args.target <= 1:
         p.error("--target is a test accuracy in (0, 1]")
     try:
         overrides = parse_set_args(args.set)
         base_seed = training.make_config(args.model, args.preset, overrides).train_cfg.seed
+        runs = recorded_runs(args, overrides) if args.resume else []
         data = load_fashion_mnist(args.data_dir, verify=not args.no_verify, log=lambda s: print(s, file=sys.stderr))
-        runs = []
-        for i in range(args.seeds):
-            runs.append(time_to_accuracy(data, args.model, args.preset, args.target,
-                                         {**overrides, "seed": str(base_seed + i)}, args.device, args.every_epoch))
-            r = runs[-1]
+        for i in range(len(runs), args.seeds):
+            r = time_to_accuracy(data, args.model, args.preset, args.target,
+                                 {**overrides, "seed": str(base_seed + i)}, args.device, args.every_epoch)
+            runs.append({**r, "cpu": cpu_name(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
             print(f"seed {r['seed']}: test accuracy {r['test_accuracy']:.2%} after {r['epochs']} epochs, "
                   f"{r['seconds']:.1f} s wall", flush=True)
+            if args.json:
+                write_json(args.json, record(args, overrides, runs))
     except FmbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    runs = runs[:args.seeds]
     s = summarize(runs, args.target, args.budget)
     print(table(args.model, args.preset, runs, s))
-    print(f"{cpu_name()}, {runs[0]['threads']} threads, {runs[0]['precision']}, torch {torch.__version__}, "
-          f"device {runs[0]['device']}")
+    print(f"{cpu_name()}, {runs[-1]['threads']} threads, {runs[-1]['precision']}, torch {torch.__version__}, "
+          f"device {runs[-1]['device']}")
     if args.json:
-        write_json(args.json, {
-            "benchmark": "time_to_accuracy", "model": args.model, "preset": args.preset, "overrides": overrides,
-            "every_epoch": args.every_epoch, "summary": s, "runs": runs, "cpu": cpu_name(),
-            "torch": torch.__version__, "fmbench": __version__, "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name() if runs[0]["device"].startswith("cuda") else None,
-        })
+        write_json(args.json, record(args, overrides, runs))
     return 0 if s["met"] else 1
 
 

@@ -71,3 +71,31 @@ def test_bad_arguments_exit_2_with_the_reason(tta, argv, message, capsys) -> Non
     with pytest.raises(SystemExit) as e:
         tta.main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_resume_keeps_recorded_seeds(tta, data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tta.json"
+    common = [*TINY, "--data-dir", str(data_dir), "--target", "0.01", "--json", str(out)]
+    assert tta.main([*common, "--seeds", "1"]) == 0
+    first = json.loads(out.read_text())["runs"][0]
+    assert tta.main([*common, "--seeds", "2", "--resume"]) == 0
+    result = json.loads(out.read_text())
+    assert [r["seed"] for r in result["runs"]] == [42, 43]
+    assert result["runs"][0] == first                       # the recorded seed is kept, not rerun
+    assert result["summary"]["seeds"] == 2 and "cpu" in result["runs"][1]
+    assert "resuming: seed(s) 42" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_benchmarks_record(tta, data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tta.json"
+    common = [*TINY, "--data-dir", str(data_dir), "--target", "0.01", "--json", str(out)]
+    assert tta.main(common) == 0
+    capsys.readouterr()
+    assert tta.main([*common, "--set", "lr=0.01", "--seeds", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "recorded with another overrides" in err and str(out) in err
+    out.write_text("[1, 2]")
+    assert tta.main([*common, "--seeds", "2", "--resume"]) == 2
+    assert "not a time_to_accuracy record" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tta.main([*TINY, "--data-dir", str(data_dir), "--resume"])   # --resume without --json
