@@ -82,3 +82,16 @@ def model_name(model_or_run) -> str:
     from fmbench.training import read_config
 
     return read_config(model_or_run).model
+
+
+def load_named_models(run_dirs: list[Path], names: list[str], device):
+    """The models a command line names, in its order: run directories (best weights), then shipped
+    weights by name or path. Yields (source, model, run_config), source being the run directory
+    (a Path) or the shipped name (a str); serve and study label them in their own ways."""
+    from fmbench.training import load_model
+    from fmbench.weights import load_shipped
+
+    for d in run_dirs:
+        yield (Path(d), *load_model(Path(d), device))
+    for n in names:
+        yield (n, *load_shipped(n, device))

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fmbench.cli.common import RAW, add_data_args, add_device_args
+from fmbench.cli.common import RAW, add_data_args, add_device_args, load_named_models
 
 EPILOG = """examples:
   fmbench serve                                   cnn_best and vit_best at http://127.0.0.1:8000
@@ -37,21 +37,17 @@ def load_served(run_dirs: list[Path], names: list[str], device, precision: str |
     from fmbench.models import get_spec
     from fmbench.runtime import choose_precision
     from fmbench.serve import Served
-    from fmbench.training import load_model
-    from fmbench.weights import load_shipped, read_card
+    from fmbench.weights import read_card
 
     served = []
-    for d in run_dirs:
-        model, rc = load_model(d, device)
-        served.append(Served(f"{rc.model} ({d.name})", model, rc.model, get_spec(rc.model).family,
-                             choose_precision(precision or rc.train_cfg.precision, device),
-                             {"run_dir": str(d), "preset": rc.preset, "config_hash": rc.hash}))
-    for n in names:
-        model, rc = load_shipped(n, device)
-        card = read_card(n)
-        served.append(Served(n, model, rc.model, get_spec(rc.model).family,
-                             choose_precision(precision or rc.train_cfg.precision, device),
-                             {k: card.get(k) for k in ("name", "model", "sha256", "params", "epochs", "test")}))
+    for src, model, rc in load_named_models(run_dirs, names, device):
+        if isinstance(src, Path):
+            label, about = f"{rc.model} ({src.name})", {"run_dir": str(src), "preset": rc.preset, "config_hash": rc.hash}
+        else:
+            card = read_card(src)
+            label, about = src, {k: card.get(k) for k in ("name", "model", "sha256", "params", "epochs", "test")}
+        served.append(Served(label, model, rc.model, get_spec(rc.model).family,
+                             choose_precision(precision or rc.train_cfg.precision, device), about))
     return served
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
-                                overrides_from)
+                                load_named_models, overrides_from)
 
 EPILOG = """examples:
   fmbench study data-size                                   cnn_seed and vit_seed (fast), 6 sizes, 2 seeds (~45 min)
@@ -122,21 +122,16 @@ def _subjects(args: argparse.Namespace, device):
 
     from fmbench.runtime import choose_precision
     from fmbench.studies.robustness import Subject
-    from fmbench.training import load_model
-    from fmbench.weights import available, load_shipped
+    from fmbench.weights import available
 
     names = [w.strip() for w in args.weights.split(",") if w.strip()] if args.weights else []
     if not names and not args.run_dirs:
         names = available()
-    subjects = []
-    for d in args.run_dirs:
-        model, rc = load_model(Path(d), device)
-        subjects.append(Subject(rc.model, model, rc.model, choose_precision(rc.train_cfg.precision, device),
-                                f"run {d}"))
-    taken = [s.label for s in subjects] + names
-    subjects = [s if taken.count(s.label) == 1 else replace(s, label=f"{s.label} ({Path(s.source[4:]).name})")
-                for s in subjects]
-    for n in names:
-        model, rc = load_shipped(n, device)
-        subjects.append(Subject(n, model, rc.model, choose_precision(rc.train_cfg.precision, device), f"shipped {n}"))
-    return subjects
+    subjects = [Subject(rc.model if isinstance(src, Path) else src, model, rc.model,
+                        choose_precision(rc.train_cfg.precision, device),
+                        f"run {src}" if isinstance(src, Path) else f"shipped {src}")
+                for src, model, rc in load_named_models(list(args.run_dirs), names, device)]
+    # two runs of one model, or a run beside that model's shipped weights: the run's folder tells them apart
+    taken = [s.label for s in subjects]
+    return [replace(s, label=f"{s.label} ({Path(s.source[4:]).name})")
+            if s.source.startswith("run ") and taken.count(s.label) > 1 else s for s in subjects]
