@@ -164,7 +164,7 @@ REGISTRY: dict[str, ModelSpec] = {
         "strong", "best",
         presets={
             "best": Preset(VIT_BEST, "the shipped weights' recipe: 92.69% test in 45 epochs (104 min, 1 thread)"),
-            "fast": Preset(VIT_BEST_FAST, "the best recipe in 20 epochs on 2 cores (91.02% test, 28.2 min, 1 seed)"),
+            "fast": Preset(VIT_BEST_FAST, "the best recipe in 20 epochs on 2 cores (91.07% test, mean of 3 seeds, 28-35 min)"),
             "smoke": Preset({**VIT_BEST, "epochs": 2, "warmup_epochs": 0.5, "train_size": 5000},
                             "a ~2-minute smoke test of the recipe (2 epochs, 5,000 images), not a result"),
         },
