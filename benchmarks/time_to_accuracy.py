@@ -132,33 +132,40 @@ def table(model: str, preset: str, runs: list[dict], s: dict) -> str:
     return "\n".join(lines)
 
 
+def identity(args: argparse.Namespace, overrides: dict) -> dict:
+    """What makes two records the same benchmark (what `--resume` checks)."""
+    return {"benchmark": "time_to_accuracy", "model": args.model, "preset": args.preset, "overrides": overrides,
+            "every_epoch": args.every_epoch}
+
+
 def record(args: argparse.Namespace, overrides: dict, runs: list[dict]) -> dict:
     """The JSON record: what was run, the summary over the seeds so far and every seed's run."""
     return {
-        "benchmark": "time_to_accuracy", "model": args.model, "preset": args.preset, "overrides": overrides,
-        "every_epoch": args.every_epoch, "summary": summarize(runs, args.target, args.budget), "runs": runs,
+        **identity(args, overrides), "summary": summarize(runs, args.target, args.budget), "runs": runs,
         "cpu": cpu_name(), "torch": torch.__version__, "fmbench": __version__, "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name() if runs[-1]["device"].startswith("cuda") else None,
     }
 
 
-def recorded_runs(args: argparse.Namespace, overrides: dict) -> list[dict]:
-    """The seeds already in `args.json` for `--resume`; a record of another benchmark is refused."""
+def recorded_runs(args: argparse.Namespace, overrides: dict, base_seed: int) -> list[dict]:
+    """The seeds already in `args.json` for `--resume`; a record of another benchmark, or one holding
+    more seeds than `--seeds` (rewriting it would drop them), is refused."""
     if not args.json.exists():
         return []
     old = read_json(args.json)
-    mine = {"benchmark": "time_to_accuracy", "model": args.model, "preset": args.preset, "overrides": overrides,
-            "every_epoch": args.every_epoch}
+    mine = identity(args, overrides)
     if not isinstance(old, dict) or not isinstance(old.get("runs"), list):
         raise RunDirError(f"{args.json}: not a time_to_accuracy record (no list of runs)")
     differ = [k for k, v in mine.items() if old.get(k) != v]
     if differ:
         raise RunDirError(f"{args.json}: recorded with another {', '.join(differ)} "
                           f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); use another --json to start afresh")
-    base_seed = training.make_config(args.model, args.preset, overrides).train_cfg.seed
     seeds = [r.get("seed") for r in old["runs"]]
     if seeds != list(range(base_seed, base_seed + len(seeds))):
         raise RunDirError(f"{args.json}: recorded seeds {seeds} are not {base_seed}, {base_seed + 1}, ... in order")
+    if len(seeds) > args.seeds:
+        raise RunDirError(f"{args.json}: holds {len(seeds)} seeds, more than --seeds {args.seeds}; "
+                          f"ask for --seeds {len(seeds)} or use another --json")
     print(f"resuming: seed(s) {', '.join(map(str, seeds))} already recorded in {args.json}", file=sys.stderr)
     return [{"cpu": old.get("cpu"), **r} for r in old["runs"]]  # records from before --resume name the CPU once
 
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = parse_set_args(args.set)
         base_seed = training.make_config(args.model, args.preset, overrides).train_cfg.seed
-        runs = recorded_runs(args, overrides) if args.resume else []
+        runs = recorded_runs(args, overrides, base_seed) if args.resume else []
         data = load_fashion_mnist(args.data_dir, verify=not args.no_verify, log=lambda s: print(s, file=sys.stderr))
         for i in range(len(runs), args.seeds):
             r = time_to_accuracy(data, args.model, args.preset, args.target,
@@ -203,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     except FmbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    runs = runs[:args.seeds]
     s = summarize(runs, args.target, args.budget)
     print(table(args.model, args.preset, runs, s))
     print(f"{cpu_name()}, {runs[-1]['threads']} threads, {runs[-1]['precision']}, torch {torch.__version__}, "

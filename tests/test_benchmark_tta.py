@@ -97,5 +97,10 @@ def test_resume_refuses_another_benchmarks_record(tta, data_dir: Path, tmp_path:
     out.write_text("[1, 2]")
     assert tta.main([*common, "--seeds", "2", "--resume"]) == 2
     assert "not a time_to_accuracy record" in capsys.readouterr().err
+    assert tta.main([*common, "--seeds", "2"]) == 0
+    capsys.readouterr()
+    assert tta.main([*common, "--seeds", "1", "--resume"]) == 2       # would drop seed 43 from the record
+    assert "holds 2 seeds, more than --seeds 1" in capsys.readouterr().err
+    assert len(json.loads(out.read_text())["runs"]) == 2
     with pytest.raises(SystemExit):
         tta.main([*TINY, "--data-dir", str(data_dir), "--resume"])   # --resume without --json

@@ -143,3 +143,19 @@ def test_compare_adds_a_study_section_to_the_main_report(run_cli, tmp_path):
     (study / "robustness.json").write_text(json.dumps(result))
     code, _, err = run_cli("compare", *runs, study, "--out", tmp_path / "report", "--no-images")
     assert code == 2 and "the study was run on other test data" in err
+
+
+def test_robustness_subjects_name_runs_by_folder_only_when_labels_clash(monkeypatch):
+    import argparse
+    from types import SimpleNamespace
+
+    import fmbench.cli.study as cli_study
+
+    rc = SimpleNamespace(model="cnn_seed", train_cfg=SimpleNamespace(precision="fp32"))
+    other = SimpleNamespace(model="vit_seed", train_cfg=SimpleNamespace(precision="fp32"))
+    loaded = [(Path("runs/a"), "m1", rc), (Path("runs/b"), "m2", other), ("cnn_seed", "m3", rc)]
+    monkeypatch.setattr(cli_study, "load_named_models", lambda run_dirs, names, device: iter(loaded))
+    args = argparse.Namespace(weights="cnn_seed", run_dirs=["runs/a", "runs/b"])
+    subjects = cli_study._subjects(args, torch.device("cpu"))
+    assert [(s.label, s.source) for s in subjects] == [
+        ("cnn_seed (a)", "run runs/a"), ("vit_seed", "run runs/b"), ("cnn_seed", "shipped cnn_seed")]

@@ -118,8 +118,6 @@ def _positive_int(text: str, option: str) -> int:
 
 
 def _subjects(args: argparse.Namespace, device):
-    from dataclasses import replace
-
     from fmbench.runtime import choose_precision
     from fmbench.studies.robustness import Subject
     from fmbench.weights import available
@@ -127,11 +125,12 @@ def _subjects(args: argparse.Namespace, device):
     names = [w.strip() for w in args.weights.split(",") if w.strip()] if args.weights else []
     if not names and not args.run_dirs:
         names = available()
-    subjects = [Subject(rc.model if isinstance(src, Path) else src, model, rc.model,
-                        choose_precision(rc.train_cfg.precision, device),
-                        f"run {src}" if isinstance(src, Path) else f"shipped {src}")
-                for src, model, rc in load_named_models(list(args.run_dirs), names, device)]
-    # two runs of one model, or a run beside that model's shipped weights: the run's folder tells them apart
-    taken = [s.label for s in subjects]
-    return [replace(s, label=f"{s.label} ({Path(s.source[4:]).name})")
-            if s.source.startswith("run ") and taken.count(s.label) > 1 else s for s in subjects]
+    loaded = list(load_named_models(list(args.run_dirs), names, device))
+    labels = [rc.model if isinstance(src, Path) else src for src, _, rc in loaded]
+    subjects = []
+    for (src, model, rc), label in zip(loaded, labels):
+        if isinstance(src, Path) and labels.count(label) > 1:
+            label = f"{label} ({src.name})"  # two runs of one model, or a run beside its shipped weights
+        source = f"run {src}" if isinstance(src, Path) else f"shipped {src}"
+        subjects.append(Subject(label, model, rc.model, choose_precision(rc.train_cfg.precision, device), source))
+    return subjects
