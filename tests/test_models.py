@@ -253,11 +253,11 @@ def test_cnn_seed_dense_layer_has_a_relu_and_an_l2_penalty():
 
 def test_vit_seed_architecture():
     """49 patches of 4x4 -> dim 16, a class token, learned position embedding (1, 50, 16),
-    6 blocks of 8 heads (2 dims each), MLP 768, head 16 -> 10."""
+    6 blocks of 8 heads (2 dims each), MLP 2048 (nn.TransformerEncoderLayer's default; the study states 768), head 16 -> 10."""
     model = build_model("vit_seed")
     cfg = model.cfg
     assert cfg == ViTConfig()
-    assert (cfg.patch_size, cfg.dim, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.pool) == (4, 16, 6, 8, 768, "cls")
+    assert (cfg.patch_size, cfg.dim, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.pool) == (4, 16, 6, 8, 2048, "cls")
     assert isinstance(model.pos_embed, nn.Parameter) and model.pos_embed.shape == (1, 50, 16)
     assert isinstance(model.cls_token, nn.Parameter) and model.cls_token.shape == (1, 1, 16)
     assert len(model.blocks) == 6
@@ -265,7 +265,7 @@ def test_vit_seed_architecture():
         assert block.attn.heads == 8
         assert (block.attn.qkv.in_features, block.attn.qkv.out_features) == (16, 48)
         hidden = [m for m in block.mlp.modules() if isinstance(m, nn.Linear)]
-        assert [(m.in_features, m.out_features) for m in hidden] == [(16, 768), (768, 16)]
+        assert [(m.in_features, m.out_features) for m in hidden] == [(16, 2048), (2048, 16)]
     assert (model.head.in_features, model.head.out_features) == (16, 10)
 
     seen = {}
@@ -337,17 +337,19 @@ def test_flip_tta_averages_image_and_mirror_in_eval_only(name):
 
 def test_vit_seed_is_the_studys_network_and_fast_changes_only_the_recipe():
     study, seed_train = resolve_config("vit_seed", "seed")
-    assert (study.patch_size, study.dim, study.heads, study.depth, study.mlp_dim) == (4, 16, 8, 6, 768)
+    assert (study.patch_size, study.dim, study.heads, study.depth, study.mlp_dim) == (4, 16, 8, 6, 2048)
+    assert study.init == "torch"                                        # nn.TransformerEncoder's copies
     assert (study.pool, study.pos_embed, study.dropout) == ("cls", "learned", 0.2)
     assert study.embed_init_std == 1.0 and study.center_input          # the tutorial's randn, Normalize(0.5, 0.5)
-    assert (seed_train.lr, seed_train.batch_size, seed_train.epochs, seed_train.aug_rotation) == (1e-4, 256, 60, 10.0)
+    assert (seed_train.lr, seed_train.batch_size, seed_train.epochs, seed_train.aug_rotation) == (1e-4, 256, 60, 15.0)
+    assert (seed_train.aug_interp, seed_train.aug_fill, seed_train.val_split) == ("nearest", "zeros", "random")
     fast, fast_train = resolve_config("vit_seed", "fast")
-    same = ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "pos_embed", "center_input")
+    same = ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "pos_embed", "center_input", "init")
     assert all(getattr(fast, f) == getattr(study, f) for f in same)
     assert fast.dropout == 0.0 and fast.embed_init_std == 0.02
     assert (fast_train.optimizer, fast_train.epochs, fast_train.schedule, fast_train.aug_rotation) == (
         "adamw", 5, "onecycle", 0.0)
-    assert count_params(build_model("vit_seed", fast)) == count_params(build_model("vit_seed", study)) == 160_362
+    assert count_params(build_model("vit_seed", fast)) == count_params(build_model("vit_seed", study)) == 413_802
 
 
 def test_vit_seed_init_draws_class_token_and_positions_with_the_configured_std():

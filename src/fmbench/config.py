@@ -15,6 +15,9 @@ from fmbench.errors import ConfigError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
 MONITORS = ("val_loss", "val_accuracy", "val_f1")
+AUG_INTERPS = ("bilinear", "nearest")
+AUG_FILLS = ("zeros", "reflect")
+VAL_SPLITS = ("stratified", "random")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -35,10 +38,11 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     grad_clip: float = 0.0          # max global grad norm; 0 = off
-    # early stopping (Keras EarlyStopping with restore_best_weights=True); patience 0 = off
+    # early stopping (Keras EarlyStopping); patience 0 = off
     monitor: str = "val_loss"
     patience: int = 20
     min_delta: float = 0.0
+    restore_best: bool = True       # the run's model is its best epoch's (False: its last, Keras' default)
     # augmentation, applied to whole batches on the model's device
     aug_hflip: float = 0.0          # probability of a horizontal flip
     aug_vflip: float = 0.0          # probability of a vertical flip
@@ -46,8 +50,11 @@ class TrainConfig:
     aug_rotation: float = 0.0       # max rotation in degrees, uniform in [-r, r]
     aug_translate: int = 0          # random shift of up to N pixels (pad-and-crop)
     aug_erase: float = 0.0          # probability of random erasing
+    aug_interp: str = "bilinear"    # zoom/rotation resampling: "bilinear" or "nearest" (torchvision's default)
+    aug_fill: str = "zeros"         # outside the image after zoom/rotation: "zeros" or "reflect" (Keras' default)
     # data
     val_fraction: float = 0.1
+    val_split: str = "stratified"   # "stratified" per class, or "random" as sklearn's train_test_split
     train_size: int = 0             # 0 = all training images left after the validation split
     # runtime
     precision: str = "auto"
@@ -74,6 +81,9 @@ class TrainConfig:
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         need(self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}; got {self.monitor!r}")
+        need(self.aug_interp in AUG_INTERPS, f"aug_interp must be one of {', '.join(AUG_INTERPS)}; got {self.aug_interp!r}")
+        need(self.aug_fill in AUG_FILLS, f"aug_fill must be one of {', '.join(AUG_FILLS)}; got {self.aug_fill!r}")
+        need(self.val_split in VAL_SPLITS, f"val_split must be one of {', '.join(VAL_SPLITS)}; got {self.val_split!r}")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         need(0 <= self.warmup_epochs <= self.epochs, f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")

@@ -218,13 +218,20 @@ def resume(run_dir: Path, data, device_name: str = "auto", log: Log = _stderr) -
     return train(rc, run_dir, data, device_name, resume=True, log=log)
 
 
-def load_model(run_dir: Path, device: torch.device | str = "cpu", which: str = "best") -> tuple[nn.Module, RunConfig]:
-    """The run's model with its `best` (or `last`) weights, in eval mode."""
+def weights_file(run_dir: Path, rc: RunConfig) -> Path:
+    """The file holding the run's model: its best epoch's weights, or its last epoch's when the
+    recipe keeps the last (`restore_best=False`, Keras' EarlyStopping default)."""
+    return Path(run_dir) / (R.BEST if rc.train_cfg.restore_best else R.LAST)
+
+
+def load_model(run_dir: Path, device: torch.device | str = "cpu", which: str | None = None) -> tuple[nn.Module, RunConfig]:
+    """The run's model (`which` None: the weights its recipe keeps; "best" or "last"), in eval mode."""
     rc = read_config(run_dir)
     model = build_model(rc.model, rc.model_cfg).to(device)
-    load_weights(model, Path(run_dir) / {"best": R.BEST, "last": R.LAST}[which])
+    path = weights_file(run_dir, rc) if which is None else Path(run_dir) / {"best": R.BEST, "last": R.LAST}[which]
+    load_weights(model, path)
     return model.eval(), rc
 
 
 __all__ = ["RunConfig", "make_config", "read_config", "train", "resume", "load_model", "finish",
-           "default_run_dir", "is_complete", "save_weights"]
+           "default_run_dir", "is_complete", "save_weights", "weights_file"]

@@ -29,7 +29,7 @@ from fmbench.errors import RunDirError
 from fmbench.fileio import write_json
 from fmbench.models import build_model
 from fmbench.runtime import capture_env, choose_precision
-from fmbench.training import (RunConfig, read_config, record_explanation, run_config_from, summarize,
+from fmbench.training import (RunConfig, read_config, record_explanation, run_config_from, summarize, weights_file,
                                write_evaluation)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -121,7 +121,7 @@ def evaluate_shipped(name_or_path: str | Path, run_dir: Path, data, device: torc
 
 def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype: torch.dtype = torch.float16,
              command: str | None = None, extra: dict[str, Any] | None = None, log: Log = _stderr) -> dict[str, Any]:
-    """Write OUT/NAME.safetensors (best weights stored as `dtype`) and its card from a finished run.
+    """Write OUT/NAME.safetensors (the run's model, stored as `dtype`) and its card from a finished run.
 
     The card's test metrics are those of the stored (rounded) weights, evaluated here on `data`.
     `command` replaces env.json's (which a resumed run overwrites with `fmbench train --resume`);
@@ -133,7 +133,7 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
     rc, summary, env = read_config(run_dir), R.read_summary(run_dir), R.read_env(run_dir)
     if summary["test_hash"] != data.test_hash:
         raise RunDirError(f"{run_dir}: evaluated on a different test set than the one given")
-    state = load_file(str(run_dir / R.BEST))
+    state = load_file(str(weights_file(run_dir, rc)))
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.safetensors"

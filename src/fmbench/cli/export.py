@@ -46,12 +46,11 @@ def run(args: argparse.Namespace) -> int:
         model, rc = load_shipped(args.weights, "cpu")
         source = {"weights": args.weights, "sha256": hashlib.sha256(resolve(args.weights)[0].read_bytes()).hexdigest()}
     else:
-        from fmbench import rundir as R
-        from fmbench.training import load_model
+        from fmbench.training import load_model, weights_file
 
         model, rc = load_model(args.run_dir, "cpu")
         source = {"run_dir": str(args.run_dir), "config_hash": rc.hash,
-                  "sha256": hashlib.sha256((args.run_dir / R.BEST).read_bytes()).hexdigest()}
+                  "sha256": hashlib.sha256(weights_file(args.run_dir, rc).read_bytes()).hexdigest()}
     data = load_data(args)
     card = export_onnx(model, rc.model, source, args.onnx, data.test_images, args.opset)
     if args.json:

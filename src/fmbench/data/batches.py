@@ -25,6 +25,18 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return torch.cat(kept).sort().values, torch.cat(held).sort().values
 
 
+def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held_out) indices exactly as sklearn's `train_test_split(range(n), test_size=fraction,
+    random_state=seed, shuffle=True)`: a NumPy RandomState(seed) permutation, the first
+    ceil(fraction * n) held out (not stratified), in permutation order."""
+    import numpy as np
+
+    n_held = math.ceil(fraction * n)
+    n_kept = math.floor((1 - fraction) * n)
+    perm = torch.from_numpy(np.random.RandomState(seed).permutation(n))
+    return perm[n_held:n_held + n_kept], perm[:n_held]
+
+
 def stratified_subset(indices: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """`n` of `indices`, with the class proportions of the whole (for fast experiments)."""
     if n <= 0 or n >= len(indices):
@@ -51,8 +63,12 @@ class Splits:
 
 
 def make_splits(ds, cfg: TrainConfig, device: torch.device) -> Splits:
-    """Hold out a stratified validation set (seeded), optionally subsample train; test stays whole."""
-    train_idx, val_idx = stratified_split(ds.train_labels, cfg.val_fraction, cfg.seed)
+    """Hold out a validation set (seeded; stratified, or as train_test_split), optionally subsample
+    train; test stays whole."""
+    if cfg.val_split == "random":
+        train_idx, val_idx = random_split(len(ds.train_labels), cfg.val_fraction, cfg.seed)
+    else:
+        train_idx, val_idx = stratified_split(ds.train_labels, cfg.val_fraction, cfg.seed)
     train_idx = stratified_subset(train_idx, ds.train_labels, cfg.train_size, cfg.seed)
     if len(val_idx) == 0 or len(train_idx) < 2:
         raise ConfigError(f"{len(ds.train_labels)} training images give {len(train_idx)} train and {len(val_idx)} "
@@ -92,7 +108,10 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
         zero = torch.zeros_like(cos)
         theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # align_corners=False: "reflection" mirrors about the image's edge (d c b a | a b c d, Keras'
+        # "reflect"), and "nearest" samples the pixel under each output pixel's centre (PIL's rotate).
+        x = F.grid_sample(x, grid, mode=cfg.aug_interp, padding_mode="reflection" if cfg.aug_fill == "reflect" else "zeros",
+                          align_corners=False)
     if cfg.aug_translate > 0:
         # Pad-and-crop shift by up to `t` pixels: roll a zero-padded batch, per sample offsets.
         t = cfg.aug_translate

@@ -153,7 +153,8 @@ def _divergence_check(state: TrainState, run_dir: Path, bar, every: int) -> Call
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, precision: str,
         resume: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
         on_epoch: Callable[[int, dict[str, Any]], bool] | None = None) -> dict[str, Any]:
-    """Train with early stopping, checkpoint every epoch, restore the best weights; return a summary.
+    """Train with early stopping, checkpoint every epoch, restore the best (or, with
+    `restore_best` False, keep the last) weights; return a summary.
 
     Writes RUN_DIR/metrics.jsonl, best.safetensors, last.safetensors and last.state.pt (rundir).
     `on_epoch(epoch, record)` runs after each epoch's checkpoint (with the epoch's weights in
@@ -199,7 +200,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
     finally:
         bar.close()
     D.barrier()
-    load_weights(raw, run_dir / R.BEST)
+    # Keras' EarlyStopping keeps the last weights unless restore_best_weights=True.
+    load_weights(raw, run_dir / (R.BEST if cfg.restore_best else R.LAST))
     return {"train_time_s": round(state.train_time_s, 2), "epochs_run": state.epoch,
             "best_epoch": state.stopper.best_epoch, "stopped_early": stopped_early, "monitor": cfg.monitor,
             "best_value": state.stopper.best}

@@ -1,9 +1,12 @@
 """A Vision Transformer: PatchEmbed -> [cls] + pos -> pre-norm Blocks -> LayerNorm -> head.
 
-The study's `vit_seed` uses embedding dim 16 over 8 heads: 2 dimensions per attention head.
-That is what the study ran and we keep it; it explains much of that ViT's weakness (each head
-computes attention scores from a 2-d dot product). `vit_best` uses the same code with a
-sound configuration (see presets).
+The defaults are the network the study's tutorial code (uygarkurt/ViT-PyTorch,
+`vit-implementation.ipynb`) builds: embedding dim 16 over 8 heads (2 dimensions per head), six
+`nn.TransformerEncoderLayer(d_model=16, nhead=8, dropout=..., activation="gelu", batch_first=True,
+norm_first=True)` with PyTorch's default `dim_feedforward=2048` (the notebook's `HIDDEN_DIM = 768`
+is never passed), deep-copied by `nn.TransformerEncoder`, so all six start identical (`init="torch"`).
+tests/test_parity_tutorial.py builds that code with torch.nn and checks weights and logits.
+`vit_best` uses the same code with a sound configuration (see presets).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class ViTConfig:
     dim: int = 16            # study: patch_size * patch_size * channels
     depth: int = 6
     heads: int = 8
-    mlp_dim: int = 768
+    mlp_dim: int = 2048      # nn.TransformerEncoderLayer's default dim_feedforward (the study states 768)
     dropout: float = 0.2
     drop_path: float = 0.0   # stochastic depth, max rate (linearly increasing with depth)
     pool: str = "cls"        # "cls" token or global average pooling "mean"
@@ -37,10 +40,16 @@ class ViTConfig:
     # normalised to [-1, 1] (Normalize([0.5], [0.5])). timm/ViT use std 0.02 and any fixed scaling.
     embed_init_std: float = 1.0
     center_input: bool = True  # pixels [0, 1] -> [-1, 1] before the patch embedding
+    # "torch": as the tutorial's nn.TransformerEncoder: one layer initialised as torch.nn does
+    # (attention in-projection Xavier-uniform, its biases 0) and deep-copied, drawn in the tutorial's
+    # order, so one seed gives the tutorial's exact initial weights. "independent": each layer drawn
+    # on its own with nn.Linear's default (timm-style; vit_best and runs before issue 23).
+    init: str = "torch"
     num_classes: int = 10
 
-    # Runs written before these fields existed were trained with these values (fmbench <= issue 6).
-    LEGACY_DEFAULTS = {"embed_init_std": 0.02, "center_input": False}
+    # Runs written before these fields existed were trained with these values (fmbench <= issue 6;
+    # `init` <= issue 22).
+    LEGACY_DEFAULTS = {"embed_init_std": 0.02, "center_input": False, "init": "independent"}
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -57,6 +66,8 @@ class ViTConfig:
             raise ConfigError("dropout and drop_path must be in [0, 1)")
         if not (0 < self.embed_init_std <= 10):
             raise ConfigError(f"embed_init_std must be in (0, 10], got {self.embed_init_std}")
+        if self.init not in ("torch", "independent"):
+            raise ConfigError(f"init must be 'torch' or 'independent', got {self.init!r}")
         if self.pos_embed == "sincos" and self.dim % 4:
             raise ConfigError(f"sincos position embedding needs dim divisible by 4, got {self.dim}")
 
@@ -158,6 +169,7 @@ class ViT(nn.Module):
     def __init__(self, cfg: ViTConfig = ViTConfig()) -> None:
         super().__init__()
         self.cfg = cfg
+        rng_at_start = torch.random.get_rng_state()
         side = cfg.image_size // cfg.patch_size
         n_tokens = side * side + (cfg.pool == "cls")
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.dim)
@@ -175,6 +187,31 @@ class ViT(nn.Module):
         self.blocks = nn.Sequential(*[Block(cfg, r) for r in rates])
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        if cfg.init == "torch":
+            torch.random.set_rng_state(rng_at_start)   # redraw from the same seed, in the tutorial's order
+            self._init_as_torch_encoder()
+
+    @torch.no_grad()
+    def _init_as_torch_encoder(self) -> None:
+        """Draw the weights as the tutorial's code does, in its order: Conv2d patch projection (the
+        same bound and element order as our Linear), class token, positions, then ONE
+        nn.TransformerEncoderLayer (MultiheadAttention: out_proj as nn.Linear, then in_proj
+        Xavier-uniform, both biases 0; linear1; linear2), copied into every layer; then the head."""
+        std = self.cfg.embed_init_std
+        self.patch_embed.proj.reset_parameters()
+        for p in (self.cls_token, self.pos_embed if self.cfg.pos_embed == "learned" else None):
+            if isinstance(p, nn.Parameter):
+                p.copy_(torch.randn(p.shape) * std)
+        first = self.blocks[0]
+        first.attn.proj.reset_parameters()
+        nn.init.xavier_uniform_(first.attn.qkv.weight)
+        nn.init.zeros_(first.attn.qkv.bias)
+        nn.init.zeros_(first.attn.proj.bias)
+        first.mlp[0].reset_parameters()
+        first.mlp[3].reset_parameters()
+        for block in self.blocks[1:]:
+            block.load_state_dict(first.state_dict())
+        self.head.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         C, H, W = x.shape[1:]
