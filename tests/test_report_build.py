@@ -62,8 +62,9 @@ def test_figures_written_referenced_and_embedded(study):
 def test_seed_groups_mean_std_and_pretrained_marked(study):
     cnn = [load_run(d) for d in study["dirs"][:2]]
     acc = stats.mean_std([r.eval["splits"]["test"]["accuracy"] * 100 for r in cnn])
-    assert f"| cnn_seed | test | " in study["md"]
-    assert f"{acc.mean:.2f} ± {acc.std:.2f}%" in study["md"]
+    cnn_table = study["md"][study["md"].index("### cnn_seed: 2 seeds"):]
+    test_row = next(line for line in cnn_table.splitlines() if line.startswith("| test |"))
+    assert f"| {acc.mean:.2f} ± {acc.std:.2f}% | 92.1% |" in test_row        # ours, then the study's
     assert "| cnn_seed | 0, 1 |" in study["md"]               # the over-seeds table
     assert "permutation test" in study["md"]
     assert "pretrained (evaluation only)" in study["md"]
@@ -223,19 +224,28 @@ def test_runs_without_a_cnn_vit_pair_in_a_tier_are_all_paired(tmp_path):
         assert f"| {a} | {b} |" in md
 
 
-def test_every_report_quotes_the_studys_published_table(four):
+def test_every_report_sets_the_studys_figures_beside_ours(four):
+    """One table per model; for the study's two architectures its published figures stand in the
+    same rows as ours (split x metric: ours | the study's)."""
     from fmbench.published import PUBLISHED
 
     results = four[four.index("## 2. Results"):four.index("## 3.")]
-    assert "### The study's published results (quoted, not measured here)" in results
-    for row in ("| cnn_seed (study) | train | 0.233 | 94.5% | 0.944 |",
-                "| cnn_seed (study) | validation | 0.275 | 93.2% | 0.931 |",
-                "| cnn_seed (study) | test | 0.302 | 92.1% | 0.920 |",
-                "| vit_seed (study) | train | 0.75 | 71.0% | 0.700 |",
-                "| vit_seed (study) | validation | 16.48¹ | 74.0% | 0.720 |",
-                "| vit_seed (study) | test | 0.31 | 70.0% | 0.700 |"):
-        assert row in results
-    assert "evaluation bug in the study" in results
+    header = ("| Split | Loss (ours) | Loss (study) | Accuracy (ours) | Accuracy (study) | "
+              "Weighted F1 (ours) | Weighted F1 (study) |")
+    for model, rows in (("cnn_seed", (("train", "0.233", "94.5%", "0.944"), ("validation", "0.275", "93.2%", "0.931"),
+                                      ("test", "0.302", "92.1%", "0.920"))),
+                        ("vit_seed", (("train", "0.75", "71.0%", "0.700"), ("validation", "16.48¹", "74.0%", "0.720"),
+                                      ("test", "0.31", "70.0%", "0.700")))):
+        table = results[results.index(f"### {model}"):]
+        table = table[:table.index("\n\n", table.index(header))]
+        assert header in table
+        for split, loss, acc, f1 in rows:
+            row = next(line for line in table.splitlines() if line.startswith(f"| {split} |"))
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            assert (cells[2], cells[4], cells[6]) == (loss, acc, f1), row
+            assert cells[1].replace(".", "").isdigit() and cells[3].endswith("%")    # ours beside them
+    assert "| Split | Loss | Accuracy | Weighted F1 |" in results[results.index("### cnn_best"):]   # no study row
+    assert "16.48 / 24 = 0.687" in results
     assert PUBLISHED["vit_seed"]["val"].loss == 16.48
 
 

@@ -87,6 +87,22 @@ def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def zoom_rotate(x: torch.Tensor, scale: torch.Tensor, angle: torch.Tensor, interp: str = "bilinear",
+                fill: str = "zeros") -> torch.Tensor:
+    """One affine resample of a batch (B, C, H, W) about the image centre: per-sample `scale` (> 1
+    shows a larger area, i.e. zooms out, as Keras RandomZoom's factor) and rotation by `angle`
+    radians counter-clockwise (as PIL's Image.rotate and torchvision's RandomRotation)."""
+    # theta maps output coordinates to input coordinates (x right, y down, in [-1, 1]).
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # align_corners=False: "reflection" mirrors about the image's edge (d c b a | a b c d, Keras'
+    # "reflect"), and "nearest" takes the pixel under each output pixel's centre (PIL's rotate).
+    return F.grid_sample(x, grid, mode=interp, padding_mode="reflection" if fill == "reflect" else "zeros",
+                         align_corners=False)
+
+
 def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """Random flips, zoom, rotation, shift and erasing of a float batch (B, 1, H, W), on its device."""
     B, _, H, W = x.shape
@@ -100,18 +116,9 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     if cfg.aug_vflip > 0:
         x = torch.where((rand(B) < cfg.aug_vflip).view(B, 1, 1, 1), x.flip(2), x)
     if cfg.aug_zoom > 0 or cfg.aug_rotation > 0:
-        # One affine resample per batch. theta maps output coords to input coords, so a scale
-        # s > 1 shows a larger area (zoom out) and s < 1 zooms in (Keras RandomZoom(z)).
         scale = 1 + (2 * rand(B) - 1) * cfg.aug_zoom
         angle = (2 * rand(B) - 1) * math.radians(cfg.aug_rotation)
-        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-        zero = torch.zeros_like(cos)
-        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        # align_corners=False: "reflection" mirrors about the image's edge (d c b a | a b c d, Keras'
-        # "reflect"), and "nearest" samples the pixel under each output pixel's centre (PIL's rotate).
-        x = F.grid_sample(x, grid, mode=cfg.aug_interp, padding_mode="reflection" if cfg.aug_fill == "reflect" else "zeros",
-                          align_corners=False)
+        x = zoom_rotate(x, scale, angle, cfg.aug_interp, cfg.aug_fill)
     if cfg.aug_translate > 0:
         # Pad-and-crop shift by up to `t` pixels: roll a zero-padded batch, per sample offsets.
         t = cfg.aug_translate
