@@ -29,8 +29,8 @@ from fmbench.errors import RunDirError
 from fmbench.fileio import write_json
 from fmbench.models import build_model
 from fmbench.runtime import capture_env, choose_precision
-from fmbench.training import (RunConfig, read_config, record_explanation, run_config_from, summarize, weights_file,
-                               write_evaluation)
+from fmbench.training import (RunConfig, load_model, read_config, record_explanation, run_config_from, summarize,
+                               weights_file, write_evaluation)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 Log = Callable[[str], None]
@@ -157,6 +157,12 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
     precision = choose_precision(rc.train_cfg.precision, torch.device("cpu"))
     test, _ = evaluate(model, splits.test_x, splits.test_y, rc.train_cfg, precision)
     card["test"] = {k: test[k] for k in ("accuracy", "f1_weighted", "loss", "n")}
+    if not rc.train_cfg.restore_best:   # the model is the last epoch's: the best epoch's figures beside it
+        best, _ = load_model(run_dir, "cpu", which="best")
+        card["best_epoch_eval"] = {"epoch": summary["best_epoch"], **{
+            split: {k: m[k] for k in ("accuracy", "f1_weighted", "loss")}
+            for split in ("val", "test")
+            for m in (evaluate(best, *splits.of(split), rc.train_cfg, precision)[0],)}}
     write_json(weights.with_suffix(".json"), card)
     log(f"shipped {weights} ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:12]}): test accuracy "
         f"{test['accuracy']:.4f} (run: {card['run_test']['accuracy']:.4f})")
