@@ -343,6 +343,7 @@ def test_vit_seed_is_the_studys_network_and_fast_changes_only_the_recipe():
     assert study.embed_init_std == 1.0 and study.center_input          # the tutorial's randn, Normalize(0.5, 0.5)
     assert (seed_train.lr, seed_train.batch_size, seed_train.epochs, seed_train.aug_rotation) == (1e-4, 256, 60, 15.0)
     assert (seed_train.aug_interp, seed_train.aug_fill, seed_train.val_split) == ("nearest", "zeros", "random")
+    assert not seed_train.restore_best                                  # the notebook keeps its last model
     fast, fast_train = resolve_config("vit_seed", "fast")
     same = ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "pos_embed", "center_input", "init")
     assert all(getattr(fast, f) == getattr(study, f) for f in same)
