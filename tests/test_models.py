@@ -349,7 +349,7 @@ def test_vit_seed_is_the_studys_network_and_fast_changes_only_the_recipe():
     assert all(getattr(fast, f) == getattr(study, f) for f in same)
     assert fast.dropout == 0.0 and fast.embed_init_std == 0.02
     assert (fast_train.optimizer, fast_train.epochs, fast_train.schedule, fast_train.aug_rotation) == (
-        "adamw", 5, "onecycle", 0.0)
+        "adamw", 4, "onecycle", 0.0)
     assert count_params(build_model("vit_seed", fast)) == count_params(build_model("vit_seed", study)) == 413_802
 
 
