@@ -56,7 +56,14 @@ def test_ddp_two_processes_match_one_process_with_double_batch(data_dir: Path, t
     assert env["world_size"] == 2 and env["global_batch_size"] == 30
     a, b = load_file(str(ddp / "last.safetensors")), load_file(str(single / "last.safetensors"))
     assert a.keys() == b.keys()
+    dim = 32
     for k in a:
+        if k.endswith("attn.qkv.bias"):
+            # The key bias (the middle third) adds a constant to each row of scores, which softmax
+            # ignores: its gradient is zero up to rounding, and from vit_seed's MultiheadAttention
+            # init (bias 0) Adam turns that rounding noise into lr-sized steps that differ between
+            # the two set-ups. The query and value biases must agree like every other weight.
+            a[k], b[k] = torch.cat([a[k][:dim], a[k][2 * dim:]]), torch.cat([b[k][:dim], b[k][2 * dim:]])
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"parameter {k} differs")
     ma = [json.loads(x) for x in (ddp / "metrics.jsonl").read_text().splitlines()]
     mb = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]

@@ -105,7 +105,7 @@ def test_default_run_trains_the_study_pair_and_evaluates_the_strong_pair(run_cli
                                                 ["vit_best", "pretrained"], ["vit_seed", "fast"]]
     md = (out / "report.md").read_text()
     assert "compare cnn_seed with vit_seed; cnn_best with vit_best" in md
-    assert "The study's published results (quoted, not measured here)" in md
+    assert "| Split | Loss (ours) | Loss (study) |" in md          # the study's figures beside ours
     code, _, err = run_cli(*args)                # again: everything is reused
     assert code == 0 and err.count("reusing") == 4 and "training" not in err
 
