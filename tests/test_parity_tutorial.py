@@ -140,3 +140,26 @@ def test_copied_weights_give_the_tutorials_logits(mode, engine):
         theirs = tut((images - 0.5) / 0.5)                     # the notebook's Normalize([0.5], [0.5])
         mine = net(images)
     torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_runs_written_before_issue_23_reload_as_they_were_trained():
+    """A config.json (or weights card) written before these fields existed names mlp_dim 768 and
+    lacks `init`, `restore_best`, `aug_interp`, `aug_fill` and `val_split`: it reads back as the
+    network and recipe it was trained with, not as today's defaults."""
+    from dataclasses import asdict
+
+    from fmbench.config import TrainConfig
+    from fmbench.models.vit import ViTConfig
+    from fmbench.training import run_config_from
+
+    old_model = {k: v for k, v in asdict(ViTConfig(mlp_dim=768)).items() if k != "init"}
+    new_fields = ("restore_best", "aug_interp", "aug_fill", "val_split")
+    old_train = {k: v for k, v in asdict(TrainConfig(aug_rotation=10.0)).items() if k not in new_fields}
+    rc = run_config_from("vit_seed", {"model_config": old_model, "train_config": old_train, "preset": "seed"}, "old")
+    assert rc.model_cfg.mlp_dim == 768 and rc.model_cfg.init == "independent"
+    t = rc.train_cfg
+    assert (t.restore_best, t.aug_interp, t.aug_fill, t.val_split) == (True, "bilinear", "zeros", "stratified")
+    torch.manual_seed(0)
+    sd = build_model("vit_seed", rc.model_cfg).state_dict()
+    assert count_params(build_model("vit_seed", rc.model_cfg)) == 160_362
+    assert not torch.equal(sd["blocks.0.mlp.0.weight"], sd["blocks.1.mlp.0.weight"])
