@@ -16,7 +16,7 @@ TORCH_FROM  := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --timeout 20
 
 # make demo installs what the main job needs; make test adds the test extras (parity references,
 # the web server's and the exporter's packages, notebook and browser drivers).
-$(VENV)/.torch:
+$(VENV)/.torch: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0 $(TORCH_FROM)

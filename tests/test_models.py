@@ -398,3 +398,14 @@ def test_old_vit_configs_reload_with_the_values_they_were_trained_with(tmp_path)
     write_json(tmp_path / "config.json", raw)
     back = training.read_config(tmp_path)
     assert back.model_cfg.embed_init_std == 0.02 and back.model_cfg.center_input is False
+
+
+def test_only_the_seed_recipes_keep_the_last_epoch():
+    """Keras' EarlyStopping and the tutorial's notebook keep the last epoch; fmbench's own recipes
+    (built on the seed recipes' values) keep the best, and fill zooms with zeros as before."""
+    for model, preset in (("cnn_seed", "seed"), ("vit_seed", "seed")):
+        assert not resolve_config(model, preset)[1].restore_best
+    for model, preset in (("cnn_seed", "fast"), ("vit_seed", "fast"), ("cnn_best", "best"), ("cnn_best", "fast"),
+                          ("vit_best", "best"), ("vit_best", "fast")):
+        train = resolve_config(model, preset)[1]
+        assert train.restore_best and train.aug_fill == "zeros" and train.val_split == "stratified", (model, preset)

@@ -76,10 +76,11 @@ def test_zero_fill_zoom_differs_from_keras_default_at_the_border():
     assert zeros[0, 0, 0, 0] == 0 and torch.allclose(reflect, x)
 
 
-@pytest.mark.parametrize("n,seed", [(60_000, 42), (1_000, 43), (37, 7)])
-def test_random_split_is_train_test_split(n, seed):
-    kept, held = random_split(n, 0.1, seed)
-    their_kept, their_held = train_test_split(np.arange(n), test_size=0.1, random_state=seed, shuffle=True)
+@pytest.mark.parametrize("n,seed,fraction", [(60_000, 42, 0.1), (1_000, 43, 0.1), (37, 7, 0.1), (60_000, 42, 0.07),
+                                             (100, 1, 0.33), (1_000, 2, 0.015)])
+def test_random_split_is_train_test_split(n, seed, fraction):
+    kept, held = random_split(n, fraction, seed)
+    their_kept, their_held = train_test_split(np.arange(n), test_size=fraction, random_state=seed, shuffle=True)
     assert kept.tolist() == their_kept.tolist() and held.tolist() == their_held.tolist()
 
 

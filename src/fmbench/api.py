@@ -89,8 +89,9 @@ class Run:
     def test_accuracy(self) -> float:
         return float(self.summary["test_accuracy"])
 
-    def model(self, which: str = "best") -> nn.Module:
-        """The run's model with its best (or last) weights, in eval mode."""
+    def model(self, which: str | None = None) -> nn.Module:
+        """The run's model in eval mode: the weights its recipe keeps (its best epoch's, or its last
+        epoch's with `restore_best=False`), or `which` "best" / "last"."""
         from fmbench.training import load_model
 
         model, rc = load_model(self.path, "cpu", which)

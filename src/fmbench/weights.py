@@ -159,7 +159,7 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
     card["test"] = {k: test[k] for k in ("accuracy", "f1_weighted", "loss", "n")}
     if not rc.train_cfg.restore_best:   # the model is the last epoch's: the best epoch's figures beside it
         best, _ = load_model(run_dir, "cpu", which="best")
-        card["best_epoch_eval"] = {"epoch": summary["best_epoch"], **{
+        card["best_epoch_eval"] = {"epoch": summary["best_epoch"], "weights": "the run's best.safetensors (fp32)", **{
             split: {k: m[k] for k in ("accuracy", "f1_weighted", "loss")}
             for split in ("val", "test")
             for m in (evaluate(best, *splits.of(split), rc.train_cfg, precision)[0],)}}

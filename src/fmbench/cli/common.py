@@ -85,7 +85,7 @@ def model_name(model_or_run) -> str:
 
 
 def load_named_models(run_dirs: list[Path], names: list[str], device):
-    """The models a command line names, in its order: run directories (best weights), then shipped
+    """The models a command line names, in its order: run directories (the weights each recipe keeps), then shipped
     weights by name or path. Yields (source, model, run_config), source being the run directory
     (a Path) or the shipped name (a str); serve and study label them in their own ways."""
     from fmbench.training import load_model

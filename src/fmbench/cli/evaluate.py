@@ -1,4 +1,4 @@
-"""`fmbench evaluate`: metrics of a run's best weights (or shipped weights) on one split."""
+"""`fmbench evaluate`: metrics of a run's model (or shipped weights) on one split."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ EPILOG = """examples:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run", formatter_class=RAW, epilog=EPILOG,
-                       description="Load a run's best weights and print loss, accuracy, weighted F1, the "
+                       description="Load a run's model (the weights its recipe keeps) and print loss, accuracy, weighted F1, the "
                                    "per-class report and the confusion matrix for one split.")
     p.add_argument("run_dir", nargs="?", type=Path, help="run directory written by `fmbench train`")
     p.add_argument("--weights", metavar="NAME_OR_PATH", help="shipped weights name (see docs) or a .safetensors with its card")

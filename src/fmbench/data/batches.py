@@ -28,13 +28,12 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept, held_out) indices exactly as sklearn's `train_test_split(range(n), test_size=fraction,
     random_state=seed, shuffle=True)`: a NumPy RandomState(seed) permutation, the first
-    ceil(fraction * n) held out (not stratified), in permutation order."""
+    ceil(fraction * n) held out and the rest kept (not stratified), in permutation order."""
     import numpy as np
 
-    n_held = math.ceil(fraction * n)
-    n_kept = math.floor((1 - fraction) * n)
+    n_held = math.ceil(fraction * n)             # sklearn: test = ceil(test_size * n), train = the rest
     perm = torch.from_numpy(np.random.RandomState(seed).permutation(n))
-    return perm[n_held:n_held + n_kept], perm[:n_held]
+    return perm[n_held:], perm[:n_held]
 
 
 def stratified_subset(indices: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Early stopping on a validation metric, as Keras' EarlyStopping(restore_best_weights=True)."""
+"""Early stopping on a validation metric, as Keras' EarlyStopping (the loop restores the best weights
+unless the recipe says `restore_best=False`, Keras' default)."""
 
 from __future__ import annotations
 

@@ -108,7 +108,9 @@ def _results(doc: Doc, groups: dict[str, list[RunRecord]]) -> None:
 def _curves(doc: Doc, groups: dict[str, list[RunRecord]]) -> None:
     doc.section("Learning curves")
     doc.p("Per epoch, from metrics.jsonl: training (solid) and validation (dashed) loss, accuracy "
-          "and weighted F1. The dotted vertical line is the best epoch, whose weights were kept.")
+          "and weighted F1. The dotted vertical line is the best epoch by the monitored metric; its "
+          "weights are the model unless the recipe keeps the last epoch's (`restore_best=False`, as "
+          "Keras' EarlyStopping by default and the tutorial's notebook).")
     overlay = []
     for label, runs in groups.items():
         trained = [r for r in runs if r.epochs]
