@@ -155,3 +155,36 @@ def test_ship_run_round_trips_a_trained_run(run_cli, make_tiny_idx, tmp_path: Pa
     with torch.no_grad():
         torch.testing.assert_close(shipped(x), trained(x), atol=2e-2, rtol=2e-2)  # fp16 rounding only
     assert rc.model == "vit_best" and card["test"]["n"] == 20
+    assert "best_epoch_eval" not in card                  # the model is the best epoch's: nothing beside it
+
+
+def test_ship_run_of_a_keep_last_recipe_ships_the_last_epoch_and_records_the_best(run_cli, make_tiny_idx,
+                                                                                   tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from fmbench import rundir as R
+    from fmbench.data import load_fashion_mnist
+
+    tiny_idx_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=20)
+    run = tmp_path / "run"
+    # min_delta 1 on accuracy: only epoch 1 counts as an improvement, so best (1) and last (3) differ.
+    code, _, err = run_cli("train", "cnn_seed", "--preset", "seed", "--set", "epochs=3", "--set", "patience=0",
+                           "--set", "monitor=val_accuracy", "--set", "min_delta=1", "--set", "batch_size=32",
+                           "--out", run, "--data-dir", tiny_idx_dir, "--no-verify")
+    assert code == 0, err
+    data = load_fashion_mnist(tiny_idx_dir, verify=False, log=lambda s: None)
+    card = W.ship_run(run, "tiny_cnn", data, out_dir=tmp_path / "ship", log=lambda s: None)
+    shipped = load_file(str(tmp_path / "ship" / "tiny_cnn.safetensors"))
+    last = load_file(str(run / R.LAST))
+    for k, v in last.items():                             # the last epoch's weights, floats stored as fp16
+        if v.is_floating_point():
+            torch.testing.assert_close(shipped[k].float(), v, atol=1e-2, rtol=1e-2)
+        else:
+            assert torch.equal(shipped[k], v), k
+    best_weights = load_file(str(run / R.BEST))
+    assert any(not torch.allclose(shipped[k].float(), v, atol=1e-2, rtol=1e-2)
+               for k, v in best_weights.items() if v.is_floating_point())      # not the best epoch's
+    best = card["best_epoch_eval"]
+    assert best["epoch"] == R.read_summary(run)["best_epoch"] == 1
+    assert set(best) == {"epoch", "weights", "val", "test"}
+    assert 0 <= best["test"]["accuracy"] <= 1 and best["val"]["loss"] > 0

@@ -159,10 +159,10 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
     card["test"] = {k: test[k] for k in ("accuracy", "f1_weighted", "loss", "n")}
     if not rc.train_cfg.restore_best:   # the model is the last epoch's: the best epoch's figures beside it
         best, _ = load_model(run_dir, "cpu", which="best")
-        card["best_epoch_eval"] = {"epoch": summary["best_epoch"], "weights": "the run's best.safetensors (fp32)", **{
-            split: {k: m[k] for k in ("accuracy", "f1_weighted", "loss")}
-            for split in ("val", "test")
-            for m in (evaluate(best, *splits.of(split), rc.train_cfg, precision)[0],)}}
+        card["best_epoch_eval"] = {"epoch": summary["best_epoch"], "weights": "the run's best.safetensors (fp32)"}
+        for split in ("val", "test"):
+            m, _ = evaluate(best, *splits.of(split), rc.train_cfg, precision)
+            card["best_epoch_eval"][split] = {k: m[k] for k in ("accuracy", "f1_weighted", "loss")}
     write_json(weights.with_suffix(".json"), card)
     log(f"shipped {weights} ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:12]}): test accuracy "
         f"{test['accuracy']:.4f} (run: {card['run_test']['accuracy']:.4f})")

@@ -200,8 +200,10 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
     finally:
         bar.close()
     D.barrier()
-    # Keras' EarlyStopping keeps the last weights unless restore_best_weights=True.
-    load_weights(raw, run_dir / (R.BEST if cfg.restore_best else R.LAST))
+    # `raw` holds the last epoch's weights (trained here, or restored from LAST on resume), which is
+    # what a recipe with restore_best=False keeps (Keras' EarlyStopping default).
+    if cfg.restore_best:
+        load_weights(raw, run_dir / R.BEST)
     return {"train_time_s": round(state.train_time_s, 2), "epochs_run": state.epoch,
             "best_epoch": state.stopper.best_epoch, "stopped_early": stopped_early, "monitor": cfg.monitor,
             "best_value": state.stopper.best}

@@ -199,7 +199,7 @@ class ViT(nn.Module):
         Xavier-uniform, both biases 0; linear1; linear2), copied into every layer; then the head."""
         std = self.cfg.embed_init_std
         self.patch_embed.proj.reset_parameters()
-        for p in (self.cls_token, self.pos_embed if self.cfg.pos_embed == "learned" else None):
+        for p in (self.cls_token, self.pos_embed):   # None without a class token; a buffer if sincos
             if isinstance(p, nn.Parameter):
                 p.copy_(torch.randn(p.shape) * std)
         first = self.blocks[0]
