@@ -108,6 +108,11 @@ def test_wrong_type(key, value, message):
     ("vit_seed", "patch_size", "5", "image size 28 is not divisible by patch size 5"),
     ("vit_seed", "patch_size", "3", "image size 28 is not divisible by patch size 3"),
     ("vit_seed", "heads", "3", "dim 16 is not divisible by heads 3"),
+    ("vit_seed", "aug_interp", "bicubic", "aug_interp must be one of bilinear, nearest; got 'bicubic'"),
+    ("cnn_seed", "aug_fill", "wrap", "aug_fill must be one of zeros, reflect; got 'wrap'"),
+    ("vit_seed", "val_split", "kfold", "val_split must be one of stratified, random; got 'kfold'"),
+    ("vit_seed", "init", "xavier", "init must be 'torch' or 'independent', got 'xavier'"),
+    ("cnn_seed", "restore_best", "maybe", "--set restore_best=maybe: expected a value of type bool"),
 ])
 def test_invalid_value(model, key, value, message):
     overrides = {key: value, **({"epochs": "10"} if key == "warmup_epochs" else {})}
@@ -158,6 +163,7 @@ def test_stored_config_reads_back_identically(tmp_path, name):
     (["--set", "epochs=many"], "--set epochs=many: expected a value of type int"),
     (["--set", "lr=-0.1"], "lr must be > 0, got -0.1"),
     (["--set", "optimizer=rmsprop"], "optimizer must be one of adam, adamw, sgd; got 'rmsprop'"),
+    (["--set", "val_split=kfold"], "val_split must be one of stratified, random; got 'kfold'"),
     (["--set", "lr"], "expected KEY=VALUE"),
     (["--preset", "fastest"], "unknown preset 'fastest' for cnn_seed"),
 ])
