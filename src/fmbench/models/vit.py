@@ -6,7 +6,7 @@ The defaults are the network the study's tutorial code (uygarkurt/ViT-PyTorch,
 norm_first=True)` with PyTorch's default `dim_feedforward=2048` (the notebook's `HIDDEN_DIM = 768`
 is never passed), deep-copied by `nn.TransformerEncoder`, so all six start identical (`init="torch"`).
 tests/test_parity_tutorial.py builds that code with torch.nn and checks weights and logits.
-`vit_best` uses the same code with a sound configuration (see presets).
+`vit_best` uses the same code with a sound configuration (`ViTBestConfig`, below).
 """
 
 from __future__ import annotations
@@ -70,6 +70,24 @@ class ViTConfig:
             raise ConfigError(f"init must be 'torch' or 'independent', got {self.init!r}")
         if self.pos_embed == "sincos" and self.dim % 4:
             raise ConfigError(f"sincos position embedding needs dim divisible by 4, got {self.dim}")
+
+
+@dataclass(frozen=True)
+class ViTBestConfig(ViTConfig):
+    """`vit_best`: patch 4, dim 128, 4 heads of 32 dims, 6 layers, GAP, 2D sin-cos, drop_path 0.05, flip TTA."""
+
+    dim: int = 128
+    depth: int = 6
+    heads: int = 4
+    mlp_dim: int = 256
+    dropout: float = 0.0     # dropout is slow on CPU (RNG) and stochastic depth regularises better
+    drop_path: float = 0.05
+    pool: str = "mean"
+    pos_embed: str = "sincos"
+    tta_flip: bool = True    # as cnn_best: both families get the same test-time flip averaging
+    embed_init_std: float = 0.02
+    center_input: bool = False
+    init: str = "independent"  # its shipped weights' recipe drew each layer on its own
 
 
 class PatchEmbed(nn.Module):
