@@ -18,82 +18,52 @@ from fmbench.models.cnn import CNNSeed, CNNSeedConfig
 from fmbench.models.resnet import ResNet, ResNetConfig
 from fmbench.models.vit import ViT, ViTBestConfig, ViTConfig
 
-# The study's CNN recipe (docs/reproduction.md quotes each source line): Adam 1e-3, batch 1024, up
-# to 500 epochs, Keras EarlyStopping(patience=20) on validation loss, which keeps the LAST weights
-# (restore_best_weights defaults to False), random horizontal + vertical flips and RandomZoom(0.2),
-# whose fill_mode defaults to "reflect".
+# The measurements behind each preset below: docs/performance.md, "How the presets were chosen".
+
+# cnn_seed `seed`: the study's CNN recipe as Keras ran it (docs/reproduction.md quotes each source
+# line), Keras's defaults spelled out: EarlyStopping keeps the LAST weights (restore_best_weights
+# defaults to False) and RandomZoom's fill_mode defaults to "reflect".
 CNN_SEED = dict(seed=42, optimizer="adam", lr=1e-3, batch_size=1024, epochs=500, patience=20,
                 monitor="val_loss", aug_hflip=0.5, aug_vflip=0.5, aug_zoom=0.2, aug_fill="reflect",
                 restore_best=False)
-# The study's ViT recipe: Adam lr 1e-4, betas (0.9, 0.999), weight decay 1e-3, batch 256, 60 epochs;
-# the tutorial's transforms.RandomRotation(15) (nearest neighbour, fill 0), its
-# train_test_split(test_size=0.1, random_state=42, shuffle=True) (not stratified), and its model
-# after the last epoch (the notebook keeps no best checkpoint).
+# vit_seed `seed`: the study's ViT recipe as the tutorial ran it: RandomRotation(15) (nearest, fill 0),
+# train_test_split(test_size=0.1, random_state=42, shuffle=True) (not stratified), and the model after
+# the last epoch (the notebook keeps no best checkpoint).
 VIT_SEED = dict(seed=42, optimizer="adam", lr=1e-4, beta1=0.9, beta2=0.999, weight_decay=1e-3,
                 batch_size=256, epochs=60, patience=0, monitor="val_loss", aug_rotation=15.0,
                 aug_interp="nearest", val_split="random", restore_best=False)
 
-# cnn_seed `fast` (issues 11, 16): the study's network unchanged, 3 epochs of Adam (beta2 0.99) at
-# lr 3e-3 per batch of 256, 0.2 warmup epochs then a linear decay to 0, label smoothing 0.1, no
-# augmentation (three epochs do not overfit), no dropout, BatchNorm momentum 0.1 so that the running
-# statistics keep up with a short run. Measured with benchmarks/time_to_accuracy.py (seed 42, one
-# thread, accuracy only): 4 epochs at lr 2e-3 gave 91.78% with the study's dropout 0.5, 92.16% with
-# 0.2 and 92.53% with none at lr 3e-3; 3 epochs with none: 92.16% at lr 3e-3 (92.21% seed 43),
-# 91.86% at 4e-3, 91.87-91.99% at batch 128. Dropout 0.5 is a regulariser for long runs; in three
-# epochs it only slows learning. (Issue 11's recipe: 6 epochs, lr 2e-3, dropout 0.5: 92.46%, 81.5 s.)
+# cnn_seed `fast` (issues 11, 16): the study's network, few steps at a high lr decaying to 0; no
+# augmentation or dropout, since three epochs do not overfit and dropout there only slows learning.
+# It keeps restoring its best epoch with zero-filled zooms, not the seed recipe's Keras settings.
 CNN_SEED_FAST = dict(CNN_SEED, restore_best=True, aug_fill="zeros", epochs=3, batch_size=256, lr=3e-3, beta2=0.99, schedule="onecycle",
                      warmup_epochs=0.2, label_smoothing=0.1, aug_hflip=0.0, aug_vflip=0.0, aug_zoom=0.0,
                      patience=0, monitor="val_accuracy", bn_momentum=0.1, dropout=0.0)
 
-# vit_seed `fast` (issues 11, 23): the study's network unchanged (patch 4, dim 16, 8 heads of 2 dims,
-# 6 pre-norm layers copied from one, MLP 2048, GELU, class token, learned positions), a short sound
-# recipe: 4 epochs of AdamW at lr 2e-3 per batch of 256 (beta2 0.99, decoupled weight decay 0.05),
-# 0.3 warmup epochs then a linear decay to 0, label smoothing 0.1, no augmentation, no dropout, and
-# the class token and positions drawn with std 0.02 instead of the study's 1. Measured
-# (benchmarks/time_to_accuracy.py, seed 42, one thread): 81.84% test after 4 epochs, 750 s; seeds 43
-# and 44 (fmbench train, one thread) 82.42% and 82.25%; make demo (2 threads) 82.19% in 418 s. On the
-# stated network (MLP 768, before issue 23) 5 epochs gave 82.73% in 288 s on 2 threads and 4 gave
-# 82.0%; the as-ran network's 2048-wide MLP makes a step ~1.8x slower, so 4 epochs keep `make demo`
-# near 10 minutes. What limits it:
-# - optimizer steps: the study's lr 1e-4 needs ~60 epochs; at 2e-3 with a decay to 0 four do.
-# - dropout 0.2: a regulariser for long runs that slows learning in a short one and costs RNG time.
-# - std-1 class token and positions are four times the patch embedding's std (~0.25-0.5) at dim 16,
-#   so early on the tokens carry mostly position; 0.02 lets the content through (by that reasoning;
-#   not measured separately).
-# - speed: memory traffic, not FLOPs. On the stated network a step (torch.profiler, batch 256, 1
-#   thread) was 28% GELU forward+backward over the 768-wide hidden layer, 17% softmax over the
-#   8x50x50 attention maps, 39% small matmuls; the 2048-wide hidden layer (12,800 tokens x 2048 per
-#   layer and batch: 52 MB in bf16) makes the MLP's share larger still.
-# - the 2-dim heads: each head's score is a 2-d dot product, so attention is coarse; that ceiling
-#   is the architecture's (vit_best, with 32-dim heads, reaches 92.7%).
+# vit_seed `fast` (issues 11, 23): the study's network, few steps at a high lr (the study's 1e-4 needs
+# ~60 epochs), no dropout, std-0.02 embeddings so the tokens carry content, not mostly position;
+# 4 epochs keep `make demo` near 10 minutes.
 VIT_FAST = dict(seed=42, optimizer="adamw", lr=2e-3, beta1=0.9, beta2=0.99, weight_decay=0.05,
                 batch_size=256, epochs=4, schedule="onecycle", warmup_epochs=0.3, label_smoothing=0.1,
                 patience=0, monitor="val_accuracy", dropout=0.0, embed_init_std=0.02)
 
-# cnn_best (issue 6): SGD + Nesterov, lr 0.1 per batch of 256, linear warmup then linear decay
-# ("onecycle"), label smoothing 0.1, crop (pad 2), flip, random erasing; 50 epochs (~1.5 h on one free core of this CPU).
+# cnn_best `best` (issue 6): the shipped weights' recipe (SGD + Nesterov, warmup then linear decay,
+# label smoothing, crop/flip/erasing), 50 epochs on one core: what reached 95% test.
 CNN_BEST = dict(seed=42, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256,
                 epochs=50, schedule="onecycle", warmup_epochs=2, label_smoothing=0.1, patience=0,
                 monitor="val_accuracy", aug_hflip=0.5, aug_translate=2, aug_erase=0.3, threads=1)
-# vit_best (issue 6): AdamW lr 1e-3 per batch of 128, weight decay 0.05, 3 warmup epochs then
-# cosine, label smoothing 0.1, grad clip 1, crop/flip/erasing; stochastic depth in the config.
-# 45 epochs (~1.7 h on one core of this CPU): at 10 epochs and batch 256 it was still underfitting
-# (87.5%, augmented train accuracy below validation), so more steps and lighter regularisation.
+# vit_best `best` (issue 6): the shipped weights' recipe; 45 epochs at batch 128 with light
+# regularisation because 10 epochs at batch 256 still underfit.
 VIT_BEST = dict(seed=42, optimizer="adamw", lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.05,
                 batch_size=128, epochs=45, schedule="cosine", warmup_epochs=3, label_smoothing=0.1,
                 grad_clip=1.0, patience=0, monitor="val_accuracy", aug_hflip=0.5, aug_translate=2,
                 aug_erase=0.2, threads=1)
 
-# cnn_best `fast` (issue 16): the `best` recipe in 16 epochs on both cores: 1 warmup epoch, no random
-# erasing, label smoothing 0.2. 16 epochs is what 15 minutes buy here (about 1,120 img/s on 2 threads,
-# 37% of the bf16 peak; docs/performance.md). Measured (benchmarks/time_to_accuracy.py, seed 42, one
-# thread each, two runs side by side, accuracy only): erasing 0.15 with smoothing 0.1 gave 94.17%
-# test, no erasing with smoothing 0.2 gave 94.34%: in 16 epochs less regularisation is better.
+# cnn_best `fast` (issue 16): `best` in the 16 epochs that 15 minutes buy on both cores; in so few
+# epochs less regularisation (no erasing, smoothing 0.2) measured better.
 CNN_BEST_FAST = dict(CNN_BEST, epochs=16, warmup_epochs=1, aug_erase=0.0, label_smoothing=0.2, threads=0)
-# vit_best `fast` (issue 16): the `best` recipe in 20 epochs on both cores (what 30 minutes buy: the
-# training loop runs at about 710 img/s here, 20% of the bf16 peak, so an epoch with its validation
-# pass takes about 82 s): 2 warmup epochs, random erasing 0.1, no stochastic depth (a regulariser for
-# the long run; dropping it also saves its per-block work).
+# vit_best `fast` (issue 16): `best` in the 20 epochs that 30 minutes buy on both cores, with lighter
+# regularisation (erasing 0.1, no stochastic depth, which also saves its per-block work).
 VIT_BEST_FAST = dict(VIT_BEST, epochs=20, warmup_epochs=2, aug_erase=0.1, drop_path=0.0, threads=0)
 
 
