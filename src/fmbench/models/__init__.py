@@ -137,10 +137,6 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-def model_names() -> list[str]:
-    return list(REGISTRY)
-
-
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for `name`, or a ConfigError listing the valid names."""
     try:
