@@ -21,7 +21,6 @@ from fmbench.errors import ConfigError
 from fmbench.fileio import write_json
 
 RESULT_FILE = "robustness.json"
-DEFAULT_IMAGES = 2000        # a stratified test subset per condition: 4 shipped models x 71 conditions in minutes
 SEED = 0
 Log = Callable[[str], None]
 
