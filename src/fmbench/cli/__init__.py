@@ -44,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fmbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"fmbench.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"fmbench.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"fmbench.cli.{name}").register(sub)
     return parser
 
 
