@@ -77,3 +77,26 @@ def test_the_notebook_runs_top_to_bottom_on_a_tiny_budget(real_data_dir, tmp_pat
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "cnn_best: test accuracy 0.95" in text and "report.html" in text
+
+
+# ----------------------------------------------------------------- export_onnx
+
+def test_export_onnx_writes_a_card_that_names_its_source(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (pip install -e '.[test]')")
+    from helpers_engine import stub_speed, tiny_dataset, train_tiny
+
+    from fmbench.weights import read_card
+
+    data = tiny_dataset()
+    card = fmbench.export_onnx(fmbench.create_model("cnn_seed", pretrained=True), tmp_path / "cnn.onnx", data=data)
+    assert card["model"] == "cnn_seed" and card["check"]["top1_agreement"] == 1.0
+    assert card["source"] == {"weights": "cnn_seed", "sha256": read_card("cnn_seed")["sha256"]}
+    assert (tmp_path / "cnn.json").is_file()
+    stub_speed(monkeypatch)
+    run = fmbench.load_run(train_tiny(tmp_path / "run", "vit_seed", data))
+    card = fmbench.export_onnx(run, tmp_path / "vit.onnx", opset=18, data=data)
+    assert card["opset"] == 18 and card["source"]["run_dir"] == str(run.path)
+    assert card["source"]["config_hash"] == run.config.hash and len(card["source"]["sha256"]) == 64
+    with pytest.raises(ConfigError, match="must end in .onnx"):
+        fmbench.export_onnx(tmp_path / "no-such-run", tmp_path / "x.txt")         # checked before anything loads
+

@@ -9,6 +9,9 @@
     fmbench.evaluate(model_or_run, data=None, split="test")   -> metrics dict
     fmbench.predict(model_or_run, images)          -> one dict per image: class, probability, top 3
     fmbench.compare(runs, out)                     -> path of the report.html
+    fmbench.export_onnx(model_or_run, path)        -> the card of the ONNX file written, checked with ONNX Runtime
+
+(`export_onnx`, not `export`: that names fmbench's module.)
 
 Errors are the typed exceptions the CLI turns into exit 2 (`fmbench.errors`: ConfigError for a bad
 name or setting, DataError for missing or corrupt data, RunDirError for a bad run directory);
@@ -52,12 +55,15 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
         if config:
             raise ConfigError(f"create_model({name!r}, pretrained=...) takes no config overrides "
                               f"(the shipped weights fix them): {', '.join(config)}")
+        from fmbench.export import shipped_source
         from fmbench.weights import load_shipped
 
-        model, rc = load_shipped(name if pretrained is True else pretrained, "cpu")
+        ref = name if pretrained is True else pretrained
+        model, rc = load_shipped(ref, "cpu")
         if rc.model != name:
             raise ConfigError(f"{pretrained}: these are weights for {rc.model}, not {name}")
         model.run_config = rc
+        model.source = shipped_source(ref)     # where the weights came from, for export_onnx's card
         return model
     from fmbench.config import apply_overrides
 
@@ -251,5 +257,36 @@ def compare(runs: Sequence[Run | str | Path], out: str | Path = "report", test_i
                         download=download, command=command)
 
 
+# ------------------------------------------------------------------ export
+
+def _identity(model: nn.Module, rc: Any) -> tuple[str, Any]:
+    """(registered name, model config) of a loaded model: its run's, else what its class says."""
+    if rc is not None:
+        return rc.model, rc.model_cfg
+    from fmbench.models import registered_name
+
+    return registered_name(model), model.cfg
+
+
+def export_onnx(model_or_run: nn.Module | Run | str | Path, path: str | Path, *, opset: int = 17,
+                data=None) -> dict[str, Any]:
+    """Write the model as ONNX to `path` (dynamic batch, float (N, 1, 28, 28) in [0, 1] -> logits) with its
+    card `path`.json, after checking it with ONNX Runtime against PyTorch on 1,000 test images of `data`
+    (default: load_data()); returns the card. Its "source" names the run directory or shipped weights
+    and their SHA-256 (a module from `create_model(pretrained=...)` knows its weights)."""
+    from fmbench import export as onnx
+
+    onnx.check_target(Path(path), opset)
+    model, rc = _loaded(model_or_run, "cpu")
+    name, _ = _identity(model, rc)
+    if isinstance(model_or_run, nn.Module):
+        source = getattr(model_or_run, "source", None) or {"model": name, "config_hash": rc.hash if rc else None}
+    else:
+        source = onnx.run_source(model_or_run.path if isinstance(model_or_run, Run) else Path(model_or_run), rc)
+    data = data if data is not None else load_data()
+    return onnx.export_onnx(model.to(memory_format=torch.contiguous_format), name, source, Path(path),
+                            data.test_images, opset)
+
+
 __all__ = ["list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
-           "compare"]
+           "compare", "export_onnx"]
