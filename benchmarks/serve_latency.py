@@ -39,8 +39,7 @@ def main() -> None:
     from PIL import Image
 
     from fmbench import CLASSES
-    from fmbench.cli.serve import load_served
-    from fmbench.serve import create_app
+    from fmbench.serve import create_app, load_served
 
     served = load_served([], args.models.split(","), torch.device("cpu"))
     port = free_port()

@@ -77,3 +77,82 @@ def test_the_notebook_runs_top_to_bottom_on_a_tiny_budget(real_data_dir, tmp_pat
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "cnn_best: test accuracy 0.95" in text and "report.html" in text
+
+
+# ----------------------------------------------------------------- explain_images, explain_run, export_onnx
+
+def test_explain_images_gives_each_image_its_prediction_and_map():
+    from helpers_engine import tiny_dataset
+
+    data = tiny_dataset()
+    cnn = fmbench.create_model("cnn_seed", pretrained=True)
+    rows = fmbench.explain_images(cnn, data.test_images[:3], faithfulness=True, data=data)
+    assert [set(r) for r in rows] == [{"class", "index", "probability", "model", "method", "saliency",
+                                       "faithfulness"}] * 3
+    assert rows[0]["model"] == "cnn_seed" and rows[0]["method"] == "gradcam"
+    predicted = fmbench.predict(cnn, data.test_images[:3], top=1)
+    assert [(r["class"], r["index"]) for r in rows] == [(p["class"], p["index"]) for p in predicted]
+    assert rows[0]["saliency"].shape == (28, 28) and 0 <= float(rows[0]["saliency"].min()) <= 1
+    assert rows[0]["faithfulness"]["deletion"]["n"] == 20                  # the tiny test set's 20 images
+    vit = fmbench.create_model("vit_seed", depth=2)                          # a fresh module: its class says which
+    (row,) = fmbench.explain_images(vit, data.test_images[:1, None].float() / 255, method="attention")
+    assert row["model"] == "vit_seed" and row["heads"].shape == (8, 28, 28) and "faithfulness" not in row
+
+
+def test_explain_images_refuses_what_it_cannot_explain():
+    images = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match="method rollout explains ViTs, but cnn_seed is a CNN"):
+        fmbench.explain_images(fmbench.create_model("cnn_seed"), images, method="rollout")
+    with pytest.raises(ConfigError, match="Sequential is not a registered model"):
+        fmbench.explain_images(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), images)
+
+
+def test_explain_run_records_a_run_that_lacks_its_explanation(tmp_path, monkeypatch):
+    from helpers_engine import stub_speed, tiny_dataset, train_tiny
+
+    from fmbench import rundir as R
+
+    stub_speed(monkeypatch)
+    run_dir = train_tiny(tmp_path / "run")
+    for name in (R.EXPLAIN, R.MAPS):
+        (run_dir / name).unlink()
+    record = fmbench.explain_run(fmbench.load_run(run_dir), tiny_dataset(), device="cpu", quiet=True)
+    assert record["method"] == "gradcam" and record["deletion"]["n"] == 20
+    assert record["sample_maps"].shape == (6, 28, 28) and record["class_means"].shape == (10, 28, 28)
+    assert R.read_explanation(run_dir)[0] == {k: record[k] for k in R.EXPLAIN_KEYS}
+    with pytest.raises(RunDirError, match="not a complete run"):
+        fmbench.explain_run(tmp_path / "empty", tiny_dataset(), quiet=True)
+
+
+def test_export_onnx_writes_a_card_that_names_its_source(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (pip install -e '.[test]')")
+    from helpers_engine import stub_speed, tiny_dataset, train_tiny
+
+    from fmbench.weights import read_card
+
+    data = tiny_dataset()
+    card = fmbench.export_onnx(fmbench.create_model("cnn_seed", pretrained=True), tmp_path / "cnn.onnx", data=data)
+    assert card["model"] == "cnn_seed" and card["check"]["top1_agreement"] == 1.0
+    assert card["source"] == {"weights": "cnn_seed", "sha256": read_card("cnn_seed")["sha256"]}
+    assert (tmp_path / "cnn.json").is_file()
+    stub_speed(monkeypatch)
+    run = fmbench.load_run(train_tiny(tmp_path / "run", "vit_seed", data))
+    card = fmbench.export_onnx(run, tmp_path / "vit.onnx", opset=18, data=data)
+    assert card["opset"] == 18 and card["source"]["run_dir"] == str(run.path)
+    assert card["source"]["config_hash"] == run.config.hash and len(card["source"]["sha256"]) == 64
+    with pytest.raises(ConfigError, match="must end in .onnx"):
+        fmbench.export_onnx(tmp_path / "no-such-run", tmp_path / "x.txt")         # checked before anything loads
+
+
+def test_explain_and_export_commands_call_the_api(run_cli, tiny_idx_dir, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (pip install -e '.[test]')")
+    from fmbench import api
+
+    calls = []
+    for name in ("explain_images", "export_onnx"):
+        real = getattr(api, name)
+        monkeypatch.setattr(api, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    data = ["--data-dir", tiny_idx_dir, "--no-verify", "--no-download"]
+    assert run_cli("explain", "--weights", "cnn_seed", "test:0", "--json", *data)[0] == 0
+    assert run_cli("export", "--weights", "cnn_seed", "--onnx", tmp_path / "m.onnx", *data)[0] == 0
+    assert calls == ["explain_images", "export_onnx"]

@@ -14,8 +14,7 @@ pytest.importorskip("fastapi", reason="fastapi is a test dependency (pip install
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fmbench import CLASSES  # noqa: E402
-from fmbench.cli.serve import load_served  # noqa: E402
-from fmbench.serve import MAX_BYTES, create_app  # noqa: E402
+from fmbench.serve import MAX_BYTES, create_app, load_served  # noqa: E402
 
 
 def png(array: np.ndarray) -> bytes:

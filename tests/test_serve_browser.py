@@ -38,8 +38,7 @@ def test_the_page_uploads_an_image_and_shows_both_answers(tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     from fmbench import CLASSES
-    from fmbench.cli.serve import load_served
-    from fmbench.serve import create_app
+    from fmbench.serve import create_app, load_served
 
     served = load_served([], ["cnn_seed", "vit_seed"], torch.device("cpu"))
     port = _free_port()

@@ -10,7 +10,7 @@ CLASSES = (
 # The public API (fmbench/api.py, docs/api.md), imported on first use so that `import fmbench`
 # and the command line stay quick.
 _API = ("list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
-        "compare")
+        "compare", "explain_images", "explain_run", "export_onnx")
 __all__ = ["__version__", "CLASSES", *_API]
 
 

@@ -9,6 +9,11 @@
     fmbench.evaluate(model_or_run, data=None, split="test")   -> metrics dict
     fmbench.predict(model_or_run, images)          -> one dict per image: class, probability, top 3
     fmbench.compare(runs, out)                     -> path of the report.html
+    fmbench.explain_images(model_or_run, images)   -> one dict per image: class, probability, saliency map
+    fmbench.explain_run(run)                       -> a run's recorded explanation (written into its directory)
+    fmbench.export_onnx(model_or_run, path)        -> the card of the ONNX file written, checked with ONNX Runtime
+
+(`explain_images` and `export_onnx`, not `explain` and `export`: those name fmbench's subpackage and module.)
 
 Errors are the typed exceptions the CLI turns into exit 2 (`fmbench.errors`: ConfigError for a bad
 name or setting, DataError for missing or corrupt data, RunDirError for a bad run directory);
@@ -52,12 +57,15 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
         if config:
             raise ConfigError(f"create_model({name!r}, pretrained=...) takes no config overrides "
                               f"(the shipped weights fix them): {', '.join(config)}")
+        from fmbench.export import shipped_source
         from fmbench.weights import load_shipped
 
-        model, rc = load_shipped(name if pretrained is True else pretrained, "cpu")
+        ref = name if pretrained is True else pretrained
+        model, rc = load_shipped(ref, "cpu")
         if rc.model != name:
             raise ConfigError(f"{pretrained}: these are weights for {rc.model}, not {name}")
         model.run_config = rc
+        model.source = shipped_source(ref)     # where the weights came from, for export_onnx's card
         return model
     from fmbench.config import apply_overrides
 
@@ -189,6 +197,13 @@ def _as_uint8(images: Any) -> torch.Tensor:
                       f"got {x.dtype} {tuple(x.shape)}")
 
 
+def _classes(rc: Any) -> tuple[str, ...]:
+    """The class names a run recorded (its data set's), else Fashion-MNIST's."""
+    from fmbench import CLASSES
+
+    return tuple(((rc.data or {}).get("classes") if rc is not None else None) or CLASSES)
+
+
 def evaluate(model_or_run: nn.Module | Run | str | Path, data=None, split: str = "test", *,
              device: str | None = None, precision: str | None = None) -> dict[str, Any]:
     """Loss, accuracy, weighted F1, per-class report (with class names) and confusion matrix on the
@@ -225,7 +240,7 @@ def predict(model_or_run: nn.Module | Run | str | Path, images: Any, top: int = 
         raise ConfigError(f"top must be between 1 and {len(CLASSES)}, got {top}")
     x = _as_uint8(images)
     model, rc = _loaded(model_or_run, device)
-    classes = ((rc.data or {}).get("classes") if rc is not None else None) or CLASSES  # the run's own names
+    classes = _classes(rc)
     probs = predict_logits(model, x.to(next(model.parameters()).device), 256,
                            _precision(precision, rc, model)).softmax(1).cpu()
     values, idx = probs.topk(top, dim=1)
@@ -251,5 +266,68 @@ def compare(runs: Sequence[Run | str | Path], out: str | Path = "report", test_i
                         download=download, command=command)
 
 
+# ------------------------------------------------------------------ where a model looks, and its export
+
+def _identity(model: nn.Module, rc: Any) -> tuple[str, Any]:
+    """(registered name, model config) of a loaded model: its run's, else what its class says."""
+    if rc is not None:
+        return rc.model, rc.model_cfg
+    from fmbench.models import registered_name
+
+    return registered_name(model), model.cfg
+
+
+def explain_images(model_or_run: nn.Module | Run | str | Path, images: Any, *, method: str | None = None,
+                   faithfulness: bool = False, data=None, device: str | None = None,
+                   precision: str | None = None) -> list[dict[str, Any]]:
+    """One dict per image (paths or tensors, as `predict` takes): {"class", "index", "probability", "model",
+    "method", "saliency": (28, 28) tensor in [0, 1]}, plus "heads" (heads, 28, 28) for method="attention".
+    `method`: gradcam (CNNs), rollout or attention (ViTs); default: gradcam or rollout. `faithfulness=True`
+    adds "faithfulness": {"deletion", "randomisation"} measured on the test set of `data` (default: load_data())."""
+    from fmbench.explain.images import explain
+
+    x = _as_uint8(images)
+    model, rc = _loaded(model_or_run, device)
+    name, model_cfg = _identity(model, rc)
+    test_set = None
+    if faithfulness:
+        data = data if data is not None else load_data()
+        test_set = (data.test_images, data.test_labels)
+    return explain(model, name, model_cfg, x, method, _precision(precision, rc, model), _classes(rc), test_set)
+
+
+def explain_run(run: Run | str | Path, data=None, *, device: str = "auto", quiet: bool = False) -> dict[str, Any]:
+    """Record where a finished run's model looks into its directory (explain.json, explain.safetensors:
+    what `train(explain=True)` writes and the report shows), on `data` (default: load_data()); returns
+    the record with its maps "sample_maps" (6, 28, 28) and "class_means" (10, 28, 28) as tensors."""
+    from fmbench.training import explain_existing
+
+    path = run.path if isinstance(run, Run) else Path(run)
+    data = data if data is not None else load_data()
+    explain_existing(path, data, device, log=(lambda s: None) if quiet else _quiet)
+    record, maps = R.read_explanation(path)
+    return {**record, **{k: torch.from_numpy(v) for k, v in maps.items()}}
+
+
+def export_onnx(model_or_run: nn.Module | Run | str | Path, path: str | Path, *, opset: int = 17,
+                data=None) -> dict[str, Any]:
+    """Write the model as ONNX to `path` (dynamic batch, float (N, 1, 28, 28) in [0, 1] -> logits) with its
+    card `path`.json, after checking it with ONNX Runtime against PyTorch on 1,000 test images of `data`
+    (default: load_data()); returns the card. Its "source" names the run directory or shipped weights
+    and their SHA-256 (a module from `create_model(pretrained=...)` knows its weights)."""
+    from fmbench import export as onnx
+
+    onnx.check_target(Path(path), opset)
+    model, rc = _loaded(model_or_run, "cpu")
+    name, _ = _identity(model, rc)
+    if isinstance(model_or_run, nn.Module):
+        source = getattr(model_or_run, "source", None) or {"model": name, "config_hash": rc.hash if rc else None}
+    else:
+        source = onnx.run_source(model_or_run.path if isinstance(model_or_run, Run) else Path(model_or_run), rc)
+    data = data if data is not None else load_data()
+    return onnx.export_onnx(model.to(memory_format=torch.contiguous_format), name, source, Path(path),
+                            data.test_images, opset)
+
+
 __all__ = ["list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
-           "compare"]
+           "compare", "explain_images", "explain_run", "export_onnx"]

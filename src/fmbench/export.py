@@ -47,16 +47,39 @@ def onnx_logits(session, images: torch.Tensor, batch_size: int = 1000) -> np.nda
     return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.float32)
 
 
+def check_target(path: Path, opset: int) -> None:
+    """A ConfigError unless `path` ends in .onnx and `opset` is one the exporter writes."""
+    if Path(path).suffix != ".onnx":
+        raise ConfigError(f"--onnx {path}: the file name must end in .onnx")
+    if not 7 <= opset <= 21:
+        raise ConfigError(f"--opset must be between 7 and 21, got {opset}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def shipped_source(name_or_path: str | Path) -> dict[str, str]:
+    """The card's `source` for shipped weights (a name, or a .safetensors with its card): it and the file's SHA-256."""
+    from fmbench.weights import resolve
+
+    return {"weights": str(name_or_path), "sha256": _sha256(resolve(name_or_path)[0])}
+
+
+def run_source(run_dir: Path, rc: Any) -> dict[str, str]:
+    """The card's `source` for a run directory: it, its config hash and the SHA-256 of the weights its recipe keeps."""
+    from fmbench.training import weights_file
+
+    return {"run_dir": str(run_dir), "config_hash": rc.hash, "sha256": _sha256(weights_file(run_dir, rc))}
+
+
 def export_onnx(model: nn.Module, model_name: str, source: dict[str, Any], path: Path, check_images: torch.Tensor,
                 opset: int = DEFAULT_OPSET) -> dict[str, Any]:
     """Export `model` (eval mode, CPU, float32) to `path`, check it on `check_images`; returns the card."""
     import warnings
 
     path = Path(path)
-    if path.suffix != ".onnx":
-        raise ConfigError(f"--onnx {path}: the file name must end in .onnx")
-    if not 7 <= opset <= 21:
-        raise ConfigError(f"--opset must be between 7 and 21, got {opset}")
+    check_target(path, opset)
     model = model.cpu().float().eval()
     example = torch.rand(2, 1, 28, 28)
     t0 = time.perf_counter()
@@ -72,7 +95,7 @@ def export_onnx(model: nn.Module, model_name: str, source: dict[str, Any], path:
             "input": {"name": "image", "dtype": "float32", "shape": ["batch", 1, 28, 28],
                       "range": "[0, 1], light garment on a dark background (as Fashion-MNIST)"},
             "output": {"name": "logits", "shape": ["batch", 10]},
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size,
+            "sha256": _sha256(path), "bytes": path.stat().st_size,
             "export_seconds": round(seconds, 2), "check": check}
     write_json(path.with_suffix(".json"), card)
     return card
@@ -101,7 +124,7 @@ def evaluate_onnx(path: Path, images: torch.Tensor, labels: torch.Tensor) -> dic
         raise RunDirError(f"{path}: no such ONNX file")
     card_path = path.with_suffix(".json")
     card = read_json(card_path) if card_path.is_file() else {}
-    if card.get("sha256") and card["sha256"] != hashlib.sha256(path.read_bytes()).hexdigest():
+    if card.get("sha256") and card["sha256"] != _sha256(path):
         raise RunDirError(f"{path}: SHA-256 differs from its card {card_path.name}; the file was changed after export")
     logits = onnx_logits(_session(path), images)
     from fmbench.engine.metrics import report

@@ -72,3 +72,35 @@ def load_image(source: str | Path | bytes, size: int = 28, max_pixels: int | Non
 def load_images(paths: list[str | Path]) -> torch.Tensor:
     """uint8 (N, 28, 28) for a list of image files; the first bad file raises FmbenchError."""
     return torch.stack([load_image(p) for p in paths])
+
+
+TEST_PREFIX = "test:"     # `test:409` names an image of the test set (fmbench explain)
+
+
+def test_index(spec: str) -> int | None:
+    """The INDEX of a `test:INDEX` image spec, None for a file name; a malformed one is a ConfigError."""
+    from fmbench.errors import ConfigError
+
+    if not spec.startswith(TEST_PREFIX):
+        return None
+    try:
+        return int(spec[len(TEST_PREFIX):])
+    except ValueError:
+        raise ConfigError(f"{spec}: test:INDEX needs a whole number") from None
+
+
+def load_specs(specs: list[str], test_images: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (N, 28, 28) for image files and `test:INDEX` specs (images of `test_images`), in order."""
+    from fmbench.errors import ConfigError
+
+    out = []
+    for spec in specs:
+        i = test_index(spec)
+        if i is None:
+            out.append(load_image(spec))
+            continue
+        n = 0 if test_images is None else len(test_images)
+        if not 0 <= i < n:
+            raise ConfigError(f"{spec}: index out of range (the test set has {n} images, 0 to {n - 1})")
+        out.append(test_images[i])
+    return torch.stack(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -31,28 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fmbench.cli.common import check_out_dir, load_data
+    from fmbench import api
+    from fmbench.cli.common import check_out_dir, load_data, model_name, shipped_model
     from fmbench.errors import ConfigError
-    from fmbench.export import export_onnx
+    from fmbench.export import check_target
 
     if bool(args.run_dir) == bool(args.weights):
         raise ConfigError("give either RUN_DIR or --weights NAME_OR_PATH")
-    if args.onnx.suffix != ".onnx":
-        raise ConfigError(f"--onnx {args.onnx}: the file name must end in .onnx")
+    check_target(args.onnx, args.opset)
     check_out_dir(args.onnx.parent if str(args.onnx.parent) else Path("."))
-    if args.weights:
-        from fmbench.weights import load_shipped, resolve
-
-        model, rc = load_shipped(args.weights, "cpu")
-        source = {"weights": args.weights, "sha256": hashlib.sha256(resolve(args.weights)[0].read_bytes()).hexdigest()}
-    else:
-        from fmbench.training import load_model, weights_file
-
-        model, rc = load_model(args.run_dir, "cpu")
-        source = {"run_dir": str(args.run_dir), "config_hash": rc.hash,
-                  "sha256": hashlib.sha256(weights_file(args.run_dir, rc).read_bytes()).hexdigest()}
-    data = load_data(args)
-    card = export_onnx(model, rc.model, source, args.onnx, data.test_images, args.opset)
+    model_or_run = shipped_model(args.weights) if args.weights else args.run_dir
+    model_name(model_or_run)                      # a bad run directory fails before the data is loaded
+    card = api.export_onnx(model_or_run, args.onnx, opset=args.opset, data=load_data(args))
     if args.json:
         print(json.dumps(card))
     else:

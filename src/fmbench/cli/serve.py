@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fmbench.cli.common import RAW, add_data_args, add_device_args, load_named_models
+from fmbench.cli.common import RAW, add_data_args, add_device_args
 
 EPILOG = """examples:
   fmbench serve                                   cnn_best and vit_best at http://127.0.0.1:8000
@@ -32,25 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, trailing_positionals="run_dirs")
 
 
-def load_served(run_dirs: list[Path], names: list[str], device, precision: str | None = None):
-    """`Served` models from run directories and shipped weights, in that order."""
-    from fmbench.models import get_spec
-    from fmbench.runtime import choose_precision
-    from fmbench.serve import Served
-    from fmbench.weights import read_card
-
-    served = []
-    for src, model, rc in load_named_models(run_dirs, names, device):
-        if isinstance(src, Path):
-            label, about = f"{rc.model} ({src.name})", {"run_dir": str(src), "preset": rc.preset, "config_hash": rc.hash}
-        else:
-            card = read_card(src)
-            label, about = src, {k: card.get(k) for k in ("name", "model", "sha256", "params", "epochs", "test")}
-        served.append(Served(label, model, rc.model, get_spec(rc.model).family,
-                             choose_precision(precision or rc.train_cfg.precision, device), about))
-    return served
-
-
 def run(args: argparse.Namespace) -> int:
     from fmbench import CLASSES
     from fmbench.errors import ConfigError, DataError
@@ -61,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from fmbench.serve import create_app
+        from fmbench.serve import create_app, load_served
     except ImportError:
         raise ConfigError("the server needs FastAPI and uvicorn: pip install 'fmbench[serve]'") from None
     names = [m.strip() for m in (args.models or "").split(",") if m.strip()]

@@ -53,6 +53,16 @@ def faithfulness_checks(model: nn.Module, name: str, model_cfg: Any, family: str
     return {"deletion": deletion, "randomisation": faithfulness.randomisation(maps[few], random_maps)}
 
 
+def test_set_faithfulness(model: nn.Module, name: str, model_cfg: Any, family: str, method: str,
+                          test_x: torch.Tensor, test_y: torch.Tensor, precision: str = "fp32") -> dict[str, Any]:
+    """`faithfulness_checks` of `method`'s maps on the test images a run's record uses (deletion_indices)."""
+    device = next(model.parameters()).device
+    chosen = deletion_indices(len(test_y))
+    images, labels = test_x[chosen].to(device), test_y[chosen].to(device)
+    maps = saliency(model, family, images, method, target=labels)
+    return faithfulness_checks(model, name, model_cfg, family, method, images, labels, maps, precision)
+
+
 def explain_run(model: nn.Module, name: str, model_cfg: Any, family: str, test_x: torch.Tensor,
                 test_y: torch.Tensor, precision: str = "fp32") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(explain.json record, explain.safetensors tensors) for a trained model on its test set (uint8, CPU)."""

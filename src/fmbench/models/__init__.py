@@ -169,6 +169,15 @@ def build_model(name: str, model_cfg: Any | None = None) -> nn.Module:
     return spec.build(model_cfg if model_cfg is not None else spec.config_cls())
 
 
+def registered_name(model: nn.Module) -> str:
+    """The registry name of a module that `build_model` built (its class and config class say which)."""
+    for name, spec in REGISTRY.items():
+        if type(model) is spec.build and type(getattr(model, "cfg", None)) is spec.config_cls:
+            return name
+    raise ConfigError(f"{type(model).__name__} is not a registered model ({', '.join(REGISTRY)}); "
+                      "give one from fmbench.create_model or a run")
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -39,6 +39,29 @@ class Served:
     card: dict[str, Any]
 
 
+def load_served(run_dirs: list[Path], names: list[str], device: torch.device,
+                precision: str | None = None) -> list[Served]:
+    """`Served` models from run directories (the weights each recipe keeps, labelled "MODEL (DIR)") and
+    shipped weights (by name or path, with their cards), in that order; `precision` default: each one's own."""
+    from fmbench.models import get_spec
+    from fmbench.runtime import choose_precision
+    from fmbench.training import load_model
+    from fmbench.weights import load_shipped, read_card
+
+    loaded = []
+    for d in map(Path, run_dirs):
+        model, rc = load_model(d, device)
+        loaded.append((f"{rc.model} ({d.name})", model, rc, {"run_dir": str(d), "preset": rc.preset,
+                                                               "config_hash": rc.hash}))
+    for n in names:
+        model, rc = load_shipped(n, device)
+        card = read_card(n)
+        loaded.append((n, model, rc, {k: card.get(k) for k in ("name", "model", "sha256", "params", "epochs", "test")}))
+    return [Served(label, model, rc.model, get_spec(rc.model).family,
+                   choose_precision(precision or rc.train_cfg.precision, device), about)
+            for label, model, rc, about in loaded]
+
+
 def predict_one(s: Served, image: torch.Tensor, classes: list[str], top: int = 5) -> dict[str, Any]:
     """Top classes, milliseconds and saliency map of one uint8 (28, 28) image for one model."""
     from fmbench.engine.loop import predict_logits
