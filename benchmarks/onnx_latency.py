@@ -44,7 +44,7 @@ def main() -> None:
     from fmbench.weights import load_shipped
 
     torch.set_num_threads(1)
-    data = load_fashion_mnist(args.data_dir, log=lambda s: None)
+    data = load_fashion_mnist(args.data_dir)
     image = data.test_images[:1]
     rows = []
     for name in args.models.split(","):

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="optimizer steps to time (after one warm-up step)")
     p.add_argument("--data-dir", type=Path)
     args = p.parse_args(argv)
-    data = load_fashion_mnist(args.data_dir, log=lambda s: print(s, file=sys.stderr))
+    data = load_fashion_mnist(args.data_dir)
     ref = make_reference(args.model, data.train_images, data.train_labels)
     batches = ref.batches()
     train_steps(ref, batches, 1)

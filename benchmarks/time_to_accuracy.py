@@ -42,7 +42,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from fmbench import __version__, training  # noqa: E402
+from fmbench import __version__  # noqa: E402
 from fmbench.config import parse_set_args  # noqa: E402
 from fmbench.data import load_fashion_mnist  # noqa: E402
 from fmbench.data.batches import make_splits  # noqa: E402
@@ -51,6 +51,7 @@ from fmbench.errors import FmbenchError, RunDirError  # noqa: E402
 from fmbench.fileio import read_json, write_json  # noqa: E402
 from fmbench.models import build_model  # noqa: E402
 from fmbench.runtime import choose_device, choose_precision, cpu_name, seed_everything, set_threads  # noqa: E402
+from fmbench.spec import make_spec  # noqa: E402
 
 
 def time_to_accuracy(data, model_name: str, preset: str, target: float, overrides: dict | None = None,
@@ -58,7 +59,7 @@ def time_to_accuracy(data, model_name: str, preset: str, target: float, override
     """One seed: train with `fit` and evaluate the test set at the end (or, with `every_epoch`, after
     each epoch, stopping at the first that reaches `target`). Seconds are wall time from model
     construction to the test accuracy."""
-    rc = training.make_config(model_name, preset, overrides)
+    rc = make_spec(model_name, preset, overrides)
     cfg = rc.train_cfg
     t0 = time.perf_counter()
     set_threads(cfg.threads)
@@ -89,7 +90,7 @@ def time_to_accuracy(data, model_name: str, preset: str, target: float, override
 
     epochs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="fmbench-tta-") as run_dir:
-        fit(model, splits, cfg, Path(run_dir), precision, log=lambda s: None, on_epoch=on_epoch)
+        fit(model, splits, cfg, Path(run_dir), precision, on_epoch=on_epoch)
     if not every_epoch:  # fit has restored the best-validation weights, as `fmbench train` evaluates them
         record(len(epochs), {"val_accuracy": max(e["val_accuracy"] for e in epochs),
                              "images_per_s": statistics.median(e["images_per_s"] for e in epochs)})
@@ -196,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--target is a test accuracy in (0, 1]")
     try:
         overrides = parse_set_args(args.set)
-        base_seed = training.make_config(args.model, args.preset, overrides).train_cfg.seed
+        base_seed = make_spec(args.model, args.preset, overrides).train_cfg.seed
         runs = recorded_runs(args, overrides, base_seed) if args.resume else []
-        data = load_fashion_mnist(args.data_dir, verify=not args.no_verify, log=lambda s: print(s, file=sys.stderr))
+        data = load_fashion_mnist(args.data_dir, verify=not args.no_verify)
         for i in range(len(runs), args.seeds):
             r = time_to_accuracy(data, args.model, args.preset, args.target,
                                  {**overrides, "seed": str(base_seed + i)}, args.device, args.every_epoch)

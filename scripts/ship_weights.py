@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the run was paused (SIGSTOP) for other measurements: count an epoch that took over "
                         "3x the median epoch time as the median (the card keeps the raw sum too)")
     args = p.parse_args(argv)
-    data = load_fashion_mnist(args.data_dir, log=lambda s: print(s, file=sys.stderr))
+    data = load_fashion_mnist(args.data_dir)
     extra = {k: v for k, v in (("wall_time_s", args.wall_time_s), ("notes", args.note)) if v is not None}
     if args.exclude_pauses:
         extra.update(unpaused_train_time(args.run_dir))

@@ -35,7 +35,7 @@ def _find_real_data() -> tuple[Path | None, str]:
     from fmbench.errors import DataError
 
     try:
-        found = locate(download=False, log=lambda m: None)
+        found = locate(download=False)
     except DataError as e:
         return None, str(e)
     dirs = {p.parent for p in found.paths.values()}
@@ -116,7 +116,7 @@ def real_dataset(session_cache: Path):
     """The real data set, verified, loaded once per test session."""
     from fmbench.data import load_fashion_mnist
 
-    return load_fashion_mnist(_need_real_data(), cache_dir=session_cache, download=False, log=lambda m: None)
+    return load_fashion_mnist(_need_real_data(), cache_dir=session_cache, download=False)
 
 
 @pytest.fixture(autouse=True)

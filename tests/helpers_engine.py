@@ -3,7 +3,7 @@
 - `tiny_dataset()`: a Fashion-MNIST-shaped `Dataset` of random images held in memory (no files,
   no cache), every class present, for tests that call the library directly.
 - `FAST`: overrides that make a training run take about a second on a busy 2-core CPU.
-- `train_tiny(run_dir, ...)`: train a registered model on `tiny_dataset()` through `training.train`.
+- `train_tiny(run_dir, ...)`: train a registered model on `tiny_dataset()` through `runs.execute`.
 - `stub_speed(monkeypatch)`: replace the inference benchmark that `finish` runs (several seconds
   per run on a 2-core CPU) with a constant; `engine.speed.measure_inference` has its own test.
 - `interrupt_in_epoch(monkeypatch, epoch)`: raise KeyboardInterrupt after the first optimizer step
@@ -49,10 +49,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def quiet(_: str) -> None:
-    """A `log` that drops messages."""
-
-
 def tiny_dataset(n_train: int = 40, n_test: int = 20, seed: int = 0) -> Dataset:
     """Random uint8 images (N, 28, 28), balanced labels in a random order, as a `Dataset`."""
     g = torch.Generator().manual_seed(seed)
@@ -69,8 +65,8 @@ def tiny_dataset(n_train: int = 40, n_test: int = 20, seed: int = 0) -> Dataset:
 
 
 def stub_speed(mp: pytest.MonkeyPatch) -> None:
-    """Skip the inference benchmark in `training.finish` (it has its own test)."""
-    mp.setattr("fmbench.training.measure_inference",
+    """Skip the inference benchmark in `runs._finish` (it has its own test)."""
+    mp.setattr("fmbench.runs.measure_inference",
                lambda *a, **k: {"infer_images_per_s": 1.0, "latency_ms": 1.0})
 
 
@@ -83,10 +79,11 @@ def tiny_preset(model: str) -> str | None:
 
 def train_tiny(run_dir: Path, model: str = "cnn_seed", data: Dataset | None = None, **overrides: Any) -> Path:
     """Train `model` (`tiny_preset` + FAST + overrides) on tiny data in `run_dir` on the CPU."""
-    from fmbench import training
+    from fmbench import runs
+    from fmbench.spec import make_spec
 
-    rc = training.make_config(model, tiny_preset(model), {**FAST, **overrides})
-    return training.train(rc, run_dir, data if data is not None else tiny_dataset(), "cpu", log=quiet)
+    spec = make_spec(model, tiny_preset(model), {**FAST, **overrides})
+    return runs.execute(spec, run_dir, data if data is not None else tiny_dataset(), "cpu")
 
 
 def interrupt_in_epoch(mp: pytest.MonkeyPatch, epoch: int) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from fmbench import CLASSES
 from fmbench import rundir as R
+from fmbench.models import REGISTRY
 
 C = len(CLASSES)
 
@@ -75,9 +76,11 @@ def write_run(root: Path, model: str = "cnn_seed", *, n: int = 60, seed: int = 0
     train_cfg = {"seed": seed, "epochs": epochs, "lr": 1e-3, "batch_size": 64}
     blob = json.dumps([model, train_cfg], sort_keys=True).encode()
     config_hash = hashlib.sha256(blob).hexdigest()[:12]
-    R.write_config(d, R.config_record(fmbench_version="0.1.0", model=model, preset=preset,
-                                      overrides={"seed": seed}, model_config={"width": 8},
-                                      train_config=train_cfg, config_hash=config_hash))
+    spec = REGISTRY.get(model)
+    R.write_config(d, R.config_record(fmbench_version="0.1.0", model=model, family=spec and spec.family,
+                                      tier=spec and spec.tier, preset=preset, overrides={"seed": seed},
+                                      model_config={"width": 8}, train_config=train_cfg,
+                                      config_hash=config_hash, device="cpu", data=None))
     R.write_env(d, {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.4.6", "platform": "Linux",
                     "cpu": "synthetic", "device": "cpu", "precision": "fp32", "threads": 2,
                     "git_commit": "0123456789abcdef0123", "world_size": 1, "global_batch_size": 64,

@@ -15,7 +15,7 @@ from fmbench.reference import REFERENCES, make_reference, train_steps
 
 @pytest.fixture
 def tiny_data(tiny_idx_dir):
-    return load_fashion_mnist(tiny_idx_dir, verify=False, download=False, log=lambda s: None)
+    return load_fashion_mnist(tiny_idx_dir, verify=False, download=False)
 
 
 @pytest.mark.parametrize("name", REFERENCES)

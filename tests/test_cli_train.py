@@ -128,11 +128,12 @@ def test_train_writes_a_complete_run_directory(cli_run):
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(RUN_FILES)  # and no temporary files
 
     config = read_json(run_dir / "config.json")
-    assert set(config) == {"format_version", "fmbench_version", "model", "preset", "overrides", "model_config",
-                           "train_config", "config_hash", "data"}
+    assert set(config) == {"format_version", "fmbench_version", "model", "family", "tier", "preset", "overrides",
+                           "model_config", "train_config", "config_hash", "device", "data"}
     assert config["data"]["name"] == "idx" and len(config["data"]["key"]) == 16   # tiny random IDX files
     assert config["data"]["classes"] == list(CLASSES)
-    assert (config["format_version"], config["model"], config["preset"]) == (1, "cnn_seed", "fast")
+    assert (config["format_version"], config["model"], config["preset"]) == (2, "cnn_seed", "fast")
+    assert (config["family"], config["tier"], config["device"]) == ("cnn", "study", "cpu")
     assert config["overrides"] == {"epochs": "2", "batch_size": "8", "val_fraction": "0.25", "threads": "1"}
     assert config["train_config"]["epochs"] == 2 and config["model_config"]["conv1"] == 64
 
@@ -154,7 +155,7 @@ def test_train_writes_a_complete_run_directory(cli_run):
         assert [c["class"] for c in r["per_class"]] == list(CLASSES)
         assert all(set(c) == {"class", "precision", "recall", "f1", "support"} for c in r["per_class"])
 
-    data = load_fashion_mnist(cli_run.data_dir, verify=False, download=False, log=lambda m: None)
+    data = load_fashion_mnist(cli_run.data_dir, verify=False, download=False)
     out = weights(run_dir / "test_outputs.safetensors")
     assert out["probs"].shape == (20, 10) and out["probs"].dtype == torch.float32
     torch.testing.assert_close(out["probs"].sum(1), torch.ones(20), rtol=0, atol=1e-3)
@@ -176,7 +177,9 @@ def test_train_into_a_finished_run_is_refused(cli_run, run_cli):
     before = (cli_run.run_dir / "summary.json").read_bytes()
     code, out, err = run_cli(*train_argv(cli_run.data_dir, cli_run.run_dir))
     assert code == 2 and out == ""
-    assert err == f"fmbench: error: {cli_run.run_dir} already holds a finished run; choose another --out\n"
+    assert err.endswith(f"\nfmbench: error: {cli_run.run_dir} already holds a finished run; choose another --out\n") \
+        or err == f"fmbench: error: {cli_run.run_dir} already holds a finished run; choose another --out\n"
+    assert err.count("fmbench: error") == 1              # (the data may say where it came from first)
     assert (cli_run.run_dir / "summary.json").read_bytes() == before
 
 
@@ -264,7 +267,8 @@ def test_evaluate_text_report_and_other_split(cli_run, run_cli):
 
 @pytest.mark.parametrize("remove", ["the model's weights", "config.json"])
 def test_evaluate_an_incomplete_run_names_the_missing_file(cli_run, run_cli, tmp_path, remove):
-    from fmbench.training import read_config, weights_file
+    from fmbench.runs import weights_file
+    from fmbench.spec import read_spec as read_config
 
     run_dir = tmp_path / "run"
     shutil.copytree(cli_run.run_dir, run_dir)
@@ -411,6 +415,28 @@ def test_the_cli_is_a_thin_layer_over_the_public_api(cli_run, run_cli, tmp_path,
     assert run_cli("predict", cli_run.run_dir, tmp_path / "x.png")[0] == 0
     assert run_cli("compare", cli_run.run_dir, "--out", tmp_path / "report", "--no-images")[0] == 0
     assert calls == ["train", "resume", "evaluate", "predict", "compare"]
+
+
+@pytest.mark.parametrize("argv, name, args, kwargs", [
+    (["run", "--models", "cnn_seed", "--seeds", "2", "--set", "epochs=1"], "run_study", (["cnn_seed"], None),
+     {"seeds": 2, "pretrained": False, "epochs": "1"}),
+    (["run", "--pretrained"], "run_study", (None, None), {"seeds": 1, "pretrained": True}),
+    (["study", "data-size", "--sizes", "100,200", "--seeds", "1"], "study_data_size",
+     (["cnn_seed", "vit_seed"], "100,200"), {"seeds": 1, "preset": None}),
+    (["study", "robustness", "--weights", "cnn_seed", "--images", "all", "--severities", "3"], "study_robustness",
+     ([], ["cnn_seed"]), {"images": None, "severities": "3", "corruptions": None, "baseline": None}),
+])
+def test_run_and_study_are_thin_layers_over_the_public_api(run_cli, tmp_path, monkeypatch, argv, name, args, kwargs):
+    from fmbench import api
+
+    calls = []
+    monkeypatch.setattr(api, name, lambda *a, **k: calls.append((a, k)) or tmp_path / "report.html")
+    code, out, err = run_cli(*argv, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert out == f"report: {tmp_path / 'report.html'}\n"
+    (a, k), = calls
+    assert a == args and {key: k[key] for key in kwargs} == kwargs and k["out"] == tmp_path / "out"
+    assert callable(k["data"])                    # the data loads only once the API has checked the arguments
 
 
 def test_api_train_refuses_another_run_and_resume_continues(cli_run, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
 
-from fmbench import training
+from fmbench.spec import make_spec, read_spec
 from fmbench.config import (TrainConfig, apply_overrides, config_hash, field_names, parse_set_args,
                             split_overrides)
 from fmbench.errors import ConfigError
@@ -149,9 +149,9 @@ def test_config_hash_is_stable_and_sees_every_setting():
 def test_stored_config_reads_back_identically(tmp_path, name):
     from fmbench.fileio import write_json
 
-    rc = training.make_config(name, None, {"epochs": "4", "lr": "5e-4"})
+    rc = make_spec(name, None, {"epochs": "4", "lr": "5e-4"})
     write_json(tmp_path / "config.json", rc.to_json())
-    back = training.read_config(tmp_path)
+    back = read_spec(tmp_path)
     assert back == rc and back.hash == rc.hash
     assert back.overrides == {"epochs": "4", "lr": "5e-4"}
 

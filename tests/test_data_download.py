@@ -16,7 +16,6 @@ import pytest
 from fmbench.data import load_fashion_mnist, sources
 from fmbench.errors import DataError
 
-QUIET = {"log": lambda m: None}
 FIRST = sources.DOWNLOAD_ORDER[0]  # the first file fetched (the smallest)
 
 
@@ -120,7 +119,7 @@ def test_only_missing_files_are_downloaded(real_data_dir, tmp_path, env):
     for stem in sources.STEMS:
         shutil.copy(real_data_dir / f"{stem}.gz", env if "images" in stem else mirror)
     with serve(mirror) as (url, server):
-        ds = load_fashion_mnist(mirrors=[url], **QUIET)
+        ds = load_fashion_mnist(mirrors=[url])
     assert sorted(server.requests) == ["/t10k-labels-idx1-ubyte.gz", "/train-labels-idx1-ubyte.gz"]
     assert ds.source == f"download from {url} into cache {env}" and len(ds.train_labels) == 60000
 
@@ -146,7 +145,7 @@ def test_corrupt_download_never_lands(corrupt, message, attempts, real_data_dir,
     (mirror / f"{FIRST}.gz").write_bytes(corrupt((real_data_dir / f"{FIRST}.gz").read_bytes()))
     with serve(mirror) as (url, server):
         with pytest.raises(DataError, match=rf"^could not download {FIRST}.gz: {url} \({message}"):
-            load_fashion_mnist(mirrors=[url], **QUIET)
+            load_fashion_mnist(mirrors=[url])
         code, _, err = run_cli("data", "--mirror", url)
     assert len(server.requests) == 2 * attempts  # a hash mismatch is not retried, a broken stream is
     assert code == 2 and f"could not download {FIRST}.gz: {url}" in _one_error_line(err)
@@ -180,13 +179,13 @@ def test_server_that_never_answers_times_out(env, monkeypatch):
     monkeypatch.setenv("FMBENCH_DOWNLOAD_RETRIES", "1")
     with serve(handler=_Silent) as (url, server):
         with pytest.raises(DataError, match=rf"^could not download {FIRST}.gz: {url} \(.*timed out"):
-            load_fashion_mnist(mirrors=[url], **QUIET)
+            load_fashion_mnist(mirrors=[url])
     assert len(server.requests) == 1 and _leftovers(env) == []
 
 
 def test_connection_refused(env):
     with pytest.raises(DataError, match=r"http://127.0.0.1:9/ \(cannot connect: .*\)$"):
-        load_fashion_mnist(mirrors=["http://127.0.0.1:9/"], **QUIET)
+        load_fashion_mnist(mirrors=["http://127.0.0.1:9/"])
 
 
 def test_no_download_never_contacts_a_mirror(tmp_path, env, run_cli):

@@ -29,7 +29,7 @@ def _write(directory: Path, stem: str, data: bytes, *, raw_gz: bytes | None = No
 
 
 def _load(directory: Path):
-    return load_fashion_mnist(directory, verify=False, download=False, log=lambda m: None)
+    return load_fashion_mnist(directory, verify=False, download=False)
 
 
 def test_idx_round_trip():

@@ -16,7 +16,6 @@ from fmbench.data import load_fashion_mnist, sources
 from fmbench.data.idx import idx_bytes
 from fmbench.errors import DataError
 
-QUIET = {"log": lambda m: None}
 
 
 def _no_hashing(monkeypatch):
@@ -36,7 +35,7 @@ def test_explicit_dir_with_missing_files_is_an_error_not_a_fall_through(tmp_path
     (partial / "train-images-idx3-ubyte.gz").unlink()
     message = (f"data directory {partial} lacks train-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]")
     with pytest.raises(DataError) as info:
-        load_fashion_mnist(partial, verify=False, **QUIET)
+        load_fashion_mnist(partial, verify=False)
     assert str(info.value) == message
     code, out, err = run_cli("data", "--data-dir", partial, "--no-verify")
     assert (code, out, err) == (2, "", f"fmbench: error: {message}\n")
@@ -50,7 +49,7 @@ def test_explicit_dir_that_does_not_exist(tmp_path, run_cli):
 
 def test_env_data_dir(tiny_idx_dir, monkeypatch):
     monkeypatch.setenv("FMBENCH_DATA_DIR", str(tiny_idx_dir))
-    ds = load_fashion_mnist(verify=False, **QUIET)
+    ds = load_fashion_mnist(verify=False)
     assert ds.source == f"explicit directory {tiny_idx_dir} (FMBENCH_DATA_DIR)"
 
 
@@ -59,19 +58,19 @@ def test_search_order_cache_then_debian(tmp_path, make_tiny_idx, monkeypatch):
     make_tiny_idx(debian, n_train=50)
     monkeypatch.setenv("FMBENCH_CACHE_DIR", str(cache))
     monkeypatch.setenv("FMBENCH_DEBIAN_DIR", str(debian))
-    ds = load_fashion_mnist(verify=False, download=False, **QUIET)
+    ds = load_fashion_mnist(verify=False, download=False)
     assert ds.source == f"Debian package dataset-fashion-mnist ({debian})" and len(ds.train_labels) == 50
 
     make_tiny_idx(cache / "fashion-mnist", n_train=30)
-    ds = load_fashion_mnist(verify=False, download=False, **QUIET)
+    ds = load_fashion_mnist(verify=False, download=False)
     assert ds.source == f"cache {cache / 'fashion-mnist'}" and len(ds.train_labels) == 30
 
     explicit = make_tiny_idx(tmp_path / "explicit", n_train=20)
-    ds = load_fashion_mnist(explicit, verify=False, download=False, **QUIET)
+    ds = load_fashion_mnist(explicit, verify=False, download=False)
     assert ds.source == f"explicit directory {explicit}" and len(ds.train_labels) == 20
 
     # --cache-dir beats FMBENCH_CACHE_DIR
-    ds = load_fashion_mnist(verify=False, download=False, cache_dir=tmp_path / "other", **QUIET)
+    ds = load_fashion_mnist(verify=False, download=False, cache_dir=tmp_path / "other")
     assert ds.source.startswith("Debian package")
 
 
@@ -99,7 +98,7 @@ def test_synthetic_data_fails_verification(tiny_idx_dir, tmp_path, run_cli):
     message = (f"{tiny_idx_dir / 'train-images-idx3-ubyte.gz'}: SHA-256 of the decompressed "
                f"train-images-idx3-ubyte is {actual}, expected {sources.SHA256['train-images-idx3-ubyte']}")
     with pytest.raises(DataError, match="^" + message.replace(".", r"\.")):
-        load_fashion_mnist(tiny_idx_dir, cache_dir=tmp_path / "cache", **QUIET)
+        load_fashion_mnist(tiny_idx_dir, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()  # a file that fails verification is never used or cached
     code, out, err = run_cli("data", "--data-dir", tiny_idx_dir, "--cache-dir", tmp_path / "cache")
     assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith(f"fmbench: error: {message}")
@@ -107,13 +106,13 @@ def test_synthetic_data_fails_verification(tiny_idx_dir, tmp_path, run_cli):
 
 def test_remembered_verification_and_its_invalidation(tiny_idx_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    first = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache, **QUIET)
+    first = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache)
     key = sources.dataset_key(first.sha256)
     assert sorted(p.name for p in (cache / "fashion-mnist").iterdir()) == [f"tensors-{key}.safetensors",
                                                                           "verified.json"]
     with monkeypatch.context() as m:
         _no_hashing(m)
-        second = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache, **QUIET)
+        second = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache)
     assert torch.equal(first.train_images, second.train_images) and second.sha256 == first.sha256
     assert second.test_hash == first.test_hash
 
@@ -123,28 +122,27 @@ def test_remembered_verification_and_its_invalidation(tiny_idx_dir, tmp_path, mo
     calls = []
     real_hash = sources.sha256_bytes
     monkeypatch.setattr(sources, "sha256_bytes", lambda d: calls.append(1) or real_hash(d))
-    third = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache, **QUIET)
+    third = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache)
     assert len(calls) >= 4 and third.test_labels.tolist() == [0] * 20
     assert third.test_hash != first.test_hash
 
 
 def test_damaged_tensor_cache_is_rebuilt(tiny_idx_dir, tmp_path):
     cache = tmp_path / "cache"
-    first = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache, **QUIET)
+    first = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache)
     (tensors,) = (cache / "fashion-mnist").glob("tensors-*.safetensors")
     tensors.write_bytes(tensors.read_bytes()[:100])
-    again = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache, **QUIET)
+    again = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=cache)
     assert torch.equal(first.train_images, again.train_images)
     assert tensors.stat().st_size > 100  # rewritten
 
 
-def test_unwritable_cache_is_skipped(tiny_idx_dir, tmp_path):
+def test_unwritable_cache_is_skipped(tiny_idx_dir, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    messages = []
-    ds = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=blocker, log=messages.append)
+    ds = load_fashion_mnist(tiny_idx_dir, verify=False, cache_dir=blocker)
     assert len(ds.train_labels) == 40
-    assert any(m.startswith("note: not caching") for m in messages)
+    assert "note: not caching" in capsys.readouterr().err
 
 
 # --- the real files ------------------------------------------------------------------------
@@ -152,7 +150,7 @@ def test_unwritable_cache_is_skipped(tiny_idx_dir, tmp_path):
 def test_real_data_loads_verified_and_is_remembered(real_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("FMBENCH_CACHE_DIR", str(tmp_path / "cache"))
     start = time.perf_counter()
-    ds = load_fashion_mnist(real_data_dir, download=False, **QUIET)
+    ds = load_fashion_mnist(real_data_dir, download=False)
     first_s = time.perf_counter() - start
     assert ds.source == f"explicit directory {real_data_dir}"
     assert ds.train_images.shape == (60000, 28, 28) and ds.train_images.dtype == torch.uint8
@@ -174,7 +172,7 @@ def test_real_data_loads_verified_and_is_remembered(real_data_dir, tmp_path, mon
     _no_hashing(monkeypatch)
     monkeypatch.setattr("fmbench.data.idx.read_idx_bytes", lambda p: pytest.fail("re-read " + str(p)))
     start = time.perf_counter()
-    again = load_fashion_mnist(real_data_dir, download=False, **QUIET)
+    again = load_fashion_mnist(real_data_dir, download=False)
     second_s = time.perf_counter() - start
     assert torch.equal(again.train_images, ds.train_images) and torch.equal(again.test_labels, ds.test_labels)
     assert again.sha256 == ds.sha256
@@ -183,7 +181,7 @@ def test_real_data_loads_verified_and_is_remembered(real_data_dir, tmp_path, mon
 
 def test_real_debian_location(real_data_dir, real_dataset, monkeypatch, session_cache):
     monkeypatch.setenv("FMBENCH_DEBIAN_DIR", str(real_data_dir))
-    ds = load_fashion_mnist(download=False, cache_dir=session_cache, **QUIET)
+    ds = load_fashion_mnist(download=False, cache_dir=session_cache)
     assert ds.source == f"Debian package dataset-fashion-mnist ({real_data_dir})"
     assert ds.test_hash == real_dataset.test_hash
 
@@ -199,5 +197,5 @@ def test_real_file_with_one_changed_label_fails_verification(real_data_dir, tmp_
     actual = hashlib.sha256(bytes(labels)).hexdigest()
     with pytest.raises(DataError, match=f"t10k-labels-idx1-ubyte.gz: SHA-256 .* is {actual}, expected "
                                         f"{sources.SHA256['t10k-labels-idx1-ubyte']}"):
-        load_fashion_mnist(data, cache_dir=tmp_path / "cache", **QUIET)
+        load_fashion_mnist(data, cache_dir=tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob("tensors-*"))

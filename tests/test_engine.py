@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
-from helpers_engine import (DEFAULT_THREADS, FAST, METRIC_KEYS, interrupt_in_epoch, metrics, quiet, read_json,
+from helpers_engine import (DEFAULT_THREADS, FAST, METRIC_KEYS, interrupt_in_epoch, metrics, read_json,
                             same_tensors, stub_speed, tiny_dataset, train_tiny, weights)
 
-from fmbench import training
+from fmbench import runs
+from fmbench.rundir import is_complete
 from fmbench.config import TrainConfig, apply_overrides
 from fmbench.data.batches import make_splits
 from fmbench.engine.checkpoint import load_state, load_weights, save_state, save_weights
@@ -95,16 +96,15 @@ def test_early_stopping_state_round_trips():
 # ---------------------------------------------------------------- early stopping in fit
 
 @pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy", "val_f1"])
-def test_fit_stops_early_and_restores_the_best_weights(tmp_path, monitor):
+def test_fit_stops_early_and_restores_the_best_weights(tmp_path, monitor, capsys):
     # min_delta 10 cannot be met by any of these metrics: epoch 1 is the best, and with patience 1
     # training stops after epoch 2 of 6.
     net, splits, cfg, run_dir = _fit_setup(tmp_path, epochs=6, patience=1, min_delta=10.0, monitor=monitor)
-    messages = []
-    result = fit(net, splits, cfg, run_dir, "fp32", log=messages.append)
+    result = fit(net, splits, cfg, run_dir, "fp32")
     assert result["stopped_early"] is True
     assert result["epochs_run"] == 2 and result["best_epoch"] == 1 and result["monitor"] == monitor
     assert [r["epoch"] for r in metrics(run_dir)] == [1, 2]
-    assert any("early stopping after epoch 2" in m for m in messages)
+    assert "early stopping after epoch 2" in capsys.readouterr().err
     best, last = weights(run_dir / "best.safetensors"), weights(run_dir / "last.safetensors")
     assert not same_tensors(best, last)
     now = {k: v.contiguous() for k, v in net.state_dict().items()}
@@ -114,13 +114,13 @@ def test_fit_stops_early_and_restores_the_best_weights(tmp_path, monitor):
 
 def test_fit_with_patience_zero_runs_every_epoch(tmp_path):
     net, splits, cfg, run_dir = _fit_setup(tmp_path, epochs=2, patience=0, min_delta=10.0)
-    result = fit(net, splits, cfg, run_dir, "fp32", log=quiet)
+    result = fit(net, splits, cfg, run_dir, "fp32")
     assert result["stopped_early"] is False and result["epochs_run"] == 2 and result["best_epoch"] == 1
 
 
 def test_metrics_records_have_the_documented_fields(tmp_path):
     net, splits, cfg, run_dir = _fit_setup(tmp_path, epochs=2, patience=0)
-    fit(net, splits, cfg, run_dir, "fp32", log=quiet)
+    fit(net, splits, cfg, run_dir, "fp32")
     rows = metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2]
     for r in rows:
@@ -151,7 +151,7 @@ def test_nan_loss_stops_with_a_clear_error_and_leaves_best_intact(tmp_path):
 
     net.register_forward_hook(poison)
     with pytest.raises(TrainingDiverged) as e:
-        fit(net, splits, cfg, run_dir, "fp32", log=quiet)
+        fit(net, splits, cfg, run_dir, "fp32")
     msg = str(e.value)
     assert "\n" not in msg
     assert "loss became nan at epoch 2, step 1" in msg
@@ -166,13 +166,13 @@ def test_nan_loss_stops_with_a_clear_error_and_leaves_best_intact(tmp_path):
 def test_huge_learning_rate_diverges(tmp_path):
     net, splits, cfg, run_dir = _fit_setup(tmp_path, epochs=2, lr=1e30)
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf|-inf) at epoch 1, step \d+; training stopped"):
-        fit(net, splits, cfg, run_dir, "fp32", log=quiet)
+        fit(net, splits, cfg, run_dir, "fp32")
 
 
 def test_divergence_in_the_first_epoch_does_not_promise_a_missing_checkpoint(tmp_path):
     net, splits, cfg, run_dir = _fit_setup(tmp_path, epochs=2, lr=1e30)
     with pytest.raises(TrainingDiverged) as e:
-        fit(net, splits, cfg, run_dir, "fp32", log=quiet)
+        fit(net, splits, cfg, run_dir, "fp32")
     assert not (run_dir / "best.safetensors").exists()
     assert "best.safetensors" not in str(e.value) and "epoch 0" not in str(e.value)
 
@@ -343,8 +343,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, re
         assert load_state(run_dir / "last.state.pt")["epoch"] == epoch - 1
     else:
         assert not (run_dir / "last.state.pt").exists()
-    training.resume(run_dir, tiny_dataset(), "cpu", log=quiet)
-    assert training.is_complete(run_dir)
+    runs.resume(run_dir, tiny_dataset(), "cpu")
+    assert is_complete(run_dir)
     assert_same_run(reference, run_dir)
 
 
@@ -354,7 +354,7 @@ def test_resume_after_the_last_epoch_only_finishes_the_run(tmp_path, monkeypatch
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
     (run_dir / "summary.json").unlink()  # interrupted after the last checkpoint, before the summary
-    training.resume(run_dir, tiny_dataset(), "cpu", log=quiet)
+    runs.resume(run_dir, tiny_dataset(), "cpu")
     assert_same_run(reference, run_dir)
 
 
@@ -365,7 +365,7 @@ def test_resume_of_an_early_stopped_run_does_not_train_on(tmp_path, monkeypatch)
     before = metrics(run_dir, drop_timing=True)
     assert len(before) == 2 and read_json(run_dir / "summary.json")["stopped_early"] is True
     (run_dir / "summary.json").unlink()
-    training.resume(run_dir, tiny_dataset(), "cpu", log=quiet)
+    runs.resume(run_dir, tiny_dataset(), "cpu")
     assert metrics(run_dir, drop_timing=True) == before
     summary = read_json(run_dir / "summary.json")
     assert summary["epochs_run"] == 2 and summary["stopped_early"] is True

@@ -388,15 +388,15 @@ def test_fast_presets_of_the_strong_models_keep_their_architecture_and_use_both_
 
 
 def test_old_vit_configs_reload_with_the_values_they_were_trained_with(tmp_path):
-    from fmbench import training
     from fmbench.fileio import write_json
+    from fmbench.spec import make_spec, read_spec
 
-    rc = training.make_config("vit_seed", "seed")
+    rc = make_spec("vit_seed", "seed")
     raw = rc.to_json()
     for key in ("embed_init_std", "center_input"):
         del raw["model_config"][key]                   # a config.json written before these fields
     write_json(tmp_path / "config.json", raw)
-    back = training.read_config(tmp_path)
+    back = read_spec(tmp_path)
     assert back.model_cfg.embed_init_std == 0.02 and back.model_cfg.center_input is False
 
 

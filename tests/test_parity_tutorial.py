@@ -150,7 +150,7 @@ def test_runs_written_before_issue_23_reload_as_they_were_trained():
 
     from fmbench.config import TrainConfig
     from fmbench.models.vit import ViTConfig
-    from fmbench.training import run_config_from
+    from fmbench.spec import spec_from as run_config_from
 
     old_model = {k: v for k, v in asdict(ViTConfig(mlp_dim=768)).items() if k != "init"}
     new_fields = ("restore_best", "aug_interp", "aug_fill", "val_split")

@@ -17,7 +17,7 @@ from fmbench import CLASSES
 from fmbench.engine.loop import predict_logits
 from fmbench.errors import FmbenchError
 from fmbench.imagefiles import load_image, load_images
-from fmbench.training import load_model
+from fmbench.runs import load_model
 
 
 def garment(size: tuple[int, int] = (60, 80), light_background: bool = False) -> np.ndarray:

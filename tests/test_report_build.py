@@ -142,7 +142,7 @@ def test_mismatched_test_hash_is_refused(tmp_path):
 @pytest.mark.parametrize("breakage, message", [
     (lambda d: (d / "summary.json").unlink(), "summary.json: file is missing"),
     (lambda d: _edit(d / "summary.json", status="running"), "summary.json: status is 'running'"),
-    (lambda d: _edit(d / "config.json", format_version=2), "config.json: format version 2"),
+    (lambda d: _edit(d / "config.json", format_version=3), "config.json: format version 3"),
     (lambda d: (d / "eval.json").unlink(), "eval.json: file is missing"),
     (lambda d: (d / "env.json").unlink(), "env.json: file is missing"),
     (lambda d: (d / "metrics.jsonl").unlink(), "metrics.jsonl: file is missing"),

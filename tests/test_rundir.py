@@ -51,7 +51,7 @@ def test_design_states_the_format_version():
 
 
 @pytest.mark.parametrize("file, keys", [
-    (R.CONFIG, (*R.CONFIG_KEYS, "data")),
+    (R.CONFIG, (*R.CONFIG_KEYS, *R.DATA_KEYS)),
     (R.METRICS, R.EPOCH_KEYS),
     (R.EVAL, ("best_epoch", "splits", *R.SPLIT_KEYS, *R.CLASS_KEYS)),
     (R.SUMMARY, tuple(f.name for f in fields(R.Summary))),
@@ -65,15 +65,16 @@ def test_design_names_every_field_of_each_record(file, keys):
                                       "val", "test", "fashion", "idx", "fast", "cnn_seed", "complete",
                                       "gradcam", "rollout", "n", "fractions", "saliency_curve", "random_curve",
                                       "saliency_auc", "random_auc", "constant_maps", "spearman_mean",
-                                      "spearman_abs_mean"}
+                                      "spearman_abs_mean", "cnn", "vit", "study", "strong", "cpu",
+                                          "cuda", "mps"}
     assert not extra, f"{file}: design.md names fields rundir does not write: {sorted(extra)}"
 
 
 def test_records_have_exactly_the_documented_keys(tmp_path):
     split = {"loss": 0.5, "accuracy": 0.8, "f1_weighted": 0.79}
     assert tuple(R.epoch_record(1, {"loss": 1.0, "accuracy": 0.5, "f1": 0.4}, split, 1e-3, 2.0, 10.0)) == R.EPOCH_KEYS
-    rec = R.config_record(fmbench_version="x", model="m", preset="p", overrides={}, model_config={},
-                          train_config={}, config_hash="h")
+    rec = R.config_record(fmbench_version="x", model="m", family="cnn", tier="study", preset="p", overrides={},
+                          model_config={}, train_config={}, config_hash="h", device="cpu", data=None)
     assert tuple(rec) == R.CONFIG_KEYS
     with pytest.raises(ValueError, match="card lacks"):
         R.card_record(name="x")
@@ -102,8 +103,9 @@ def test_written_records_read_back(tmp_path):
 
 
 def test_a_config_from_another_format_version_is_refused(tmp_path):
-    R.write_config(tmp_path, {**R.config_record(fmbench_version="x", model="m", preset="p", overrides={},
-                                                model_config={}, train_config={}, config_hash="h"),
+    R.write_config(tmp_path, {**R.config_record(fmbench_version="x", model="m", family="cnn", tier="study",
+                                                preset="p", overrides={}, model_config={}, train_config={},
+                                                config_hash="h", device="cpu", data=None),
                               "format_version": R.FORMAT_VERSION + 1})
     with pytest.raises(RunDirError, match=f"config.json: format version {R.FORMAT_VERSION + 1}"):
         R.read_config(tmp_path)

@@ -13,7 +13,7 @@ from report_fixtures import write_run
 from fmbench.data.batches import stratified_subset
 from fmbench.errors import ConfigError
 from fmbench.studies import data_size, robustness
-from fmbench.training import make_config
+from fmbench.spec import make_spec as make_config
 
 TINY = ("--data-dir", "{data}", "--no-verify", "--no-download", "--device", "cpu")
 
@@ -146,16 +146,14 @@ def test_compare_adds_a_study_section_to_the_main_report(run_cli, tmp_path):
 
 
 def test_robustness_subjects_name_runs_by_folder_only_when_labels_clash(monkeypatch):
-    import argparse
     from types import SimpleNamespace
 
-    import fmbench.cli.study as cli_study
+    from fmbench.studies import robustness
 
     rc = SimpleNamespace(model="cnn_seed", train_cfg=SimpleNamespace(precision="fp32"))
     other = SimpleNamespace(model="vit_seed", train_cfg=SimpleNamespace(precision="fp32"))
     loaded = [(Path("runs/a"), "m1", rc), (Path("runs/b"), "m2", other), ("cnn_seed", "m3", rc)]
-    monkeypatch.setattr(cli_study, "load_named_models", lambda run_dirs, names, device: iter(loaded))
-    args = argparse.Namespace(weights="cnn_seed", run_dirs=["runs/a", "runs/b"])
-    subjects = cli_study._subjects(args, torch.device("cpu"))
+    monkeypatch.setattr("fmbench.runs.load_models", lambda run_dirs, names, device: iter(loaded))
+    subjects = robustness.subjects([Path("runs/a"), Path("runs/b")], ["cnn_seed"], torch.device("cpu"))
     assert [(s.label, s.source) for s in subjects] == [
         ("cnn_seed (a)", "run runs/a"), ("vit_seed", "run runs/b"), ("cnn_seed", "shipped cnn_seed")]

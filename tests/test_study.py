@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fmbench.study import DEFAULT_STUDY, Entry, choose_entries, plan_runs
+from fmbench.comparison import DEFAULT_STUDY, Entry, choose_entries, plan_runs
 
 SECTIONS = ("1. What is compared", "2. Results", "3. Learning curves", "4. Errors by class",
             "5. Sample predictions", "6. Where each model looks", "7. Cost", "8. Is the difference real?",

@@ -139,15 +139,15 @@ def test_run_pretrained_writes_an_evaluation_only_report(run_cli, make_tiny_idx,
 
 def test_ship_run_round_trips_a_trained_run(run_cli, make_tiny_idx, tmp_path: Path):
     from fmbench.data import load_fashion_mnist
-    from fmbench.training import load_model
+    from fmbench.runs import load_model
 
     tiny_idx_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=20)
     run = tmp_path / "run"
     code, _, err = run_cli("train", "vit_best", "--preset", "smoke", "--set", "epochs=1", "--out", run,
                            "--data-dir", tiny_idx_dir, "--no-verify")
     assert code == 0, err
-    data = load_fashion_mnist(tiny_idx_dir, verify=False, log=lambda s: None)
-    card = W.ship_run(run, "tiny_vit", data, out_dir=tmp_path / "ship", log=lambda s: None)
+    data = load_fashion_mnist(tiny_idx_dir, verify=False)
+    card = W.ship_run(run, "tiny_vit", data, out_dir=tmp_path / "ship")
     assert card["sha256"] == W.sha256_file(tmp_path / "ship" / "tiny_vit.safetensors")
     shipped, rc = W.load_shipped(tmp_path / "ship" / "tiny_vit.safetensors", "cpu")
     trained, _ = load_model(run, "cpu")
@@ -172,8 +172,8 @@ def test_ship_run_of_a_keep_last_recipe_ships_the_last_epoch_and_records_the_bes
                            "--set", "monitor=val_accuracy", "--set", "min_delta=1", "--set", "batch_size=32",
                            "--out", run, "--data-dir", tiny_idx_dir, "--no-verify")
     assert code == 0, err
-    data = load_fashion_mnist(tiny_idx_dir, verify=False, log=lambda s: None)
-    card = W.ship_run(run, "tiny_cnn", data, out_dir=tmp_path / "ship", log=lambda s: None)
+    data = load_fashion_mnist(tiny_idx_dir, verify=False)
+    card = W.ship_run(run, "tiny_cnn", data, out_dir=tmp_path / "ship")
     shipped = load_file(str(tmp_path / "ship" / "tiny_cnn.safetensors"))
     last = load_file(str(run / R.LAST))
     for k, v in last.items():                             # the last epoch's weights, floats stored as fp16

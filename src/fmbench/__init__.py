@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
+from fmbench import logs as _logs  # noqa: E402,F401  (the "fmbench" logger's stderr handler)
+
 CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -10,7 +12,7 @@ CLASSES = (
 # The public API (fmbench/api.py, docs/api.md), imported on first use so that `import fmbench`
 # and the command line stay quick.
 _API = ("list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
-        "compare", "explain_images", "explain_run", "export_onnx")
+        "compare", "explain_images", "explain_run", "export_onnx", "run_study", "study_data_size", "study_robustness")
 __all__ = ["__version__", "CLASSES", *_API]
 
 

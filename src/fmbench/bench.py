@@ -12,13 +12,14 @@ Models without a reference loop are measured on the fmbench side only.
 
 from __future__ import annotations
 
+import logging
 import platform
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -30,8 +31,9 @@ from fmbench.models import build_model, resolve_config
 from fmbench.reference import REFERENCES, make_reference, train_steps
 from fmbench.runtime import choose_precision, cpu_name, keep_freed_memory, seed_everything
 
+logger = logging.getLogger(__name__)
+
 MODELS = ("cnn_seed", "vit_seed")
-Log = Callable[[str], None]
 
 
 def peak_rss_mb() -> float:
@@ -63,7 +65,7 @@ def _fmbench_side(name: str, data, steps: int, preset: str):
     return run, model, cfg, precision
 
 
-def bench_model(name: str, data, steps: int = 5, rounds: int = 3, preset: str = "seed", log: Log = lambda s: None) -> dict[str, Any]:
+def bench_model(name: str, data, steps: int = 5, rounds: int = 3, preset: str = "seed") -> dict[str, Any]:
     """Training images/s of both sides (alternating rounds), inference speed and peak RSS, for one model."""
     device = torch.device("cpu")
     run_fm, model, cfg, precision = _fmbench_side(name, data, steps, preset)
@@ -85,7 +87,7 @@ def bench_model(name: str, data, steps: int = 5, rounds: int = 3, preset: str = 
         sides = [("fmbench", run_fm)] + ([("reference", run_ref)] if ref else [])
         for side, run in sides if r % 2 else sides[::-1]:
             (fm_ips if side == "fmbench" else ref_ips).append(run())
-        log(f"{name} round {r + 1}/{rounds}: fmbench {fm_ips[-1]:,.0f} img/s"
+        logger.info(f"{name} round {r + 1}/{rounds}: fmbench {fm_ips[-1]:,.0f} img/s"
             + (f", reference {ref_ips[-1]:,.0f} img/s ({fm_ips[-1] / ref_ips[-1]:.2f}x)" if ref else ""))
 
     result: dict[str, Any] = {"preset": preset, "steps": steps, "rounds": rounds}
@@ -105,8 +107,7 @@ def bench_model(name: str, data, steps: int = 5, rounds: int = 3, preset: str = 
     return result
 
 
-def run(data, models: tuple[str, ...] | list[str] = MODELS, steps: int = 5, rounds: int = 3,
-        log: Log = lambda s: None) -> dict[str, Any]:
+def run(data, models: tuple[str, ...] | list[str] = MODELS, steps: int = 5, rounds: int = 3) -> dict[str, Any]:
     """The whole benchmark: the machine and one `bench_model` record per model."""
     import os
 
@@ -114,7 +115,7 @@ def run(data, models: tuple[str, ...] | list[str] = MODELS, steps: int = 5, roun
         "machine": {"cpu": cpu_name(), "platform": platform.platform(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
                     "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None},
-        "models": {name: bench_model(name, data, steps, rounds, log=log) for name in models},
+        "models": {name: bench_model(name, data, steps, rounds) for name in models},
     }
 
 

@@ -19,6 +19,9 @@ AUG_INTERPS = ("bilinear", "nearest")
 AUG_FILLS = ("zeros", "reflect")
 VAL_SPLITS = ("stratified", "random")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Settings that change how fast a run goes, not what it learns: they are recorded (config.json,
+# env.json) but stay out of the run's identity, so `--set threads=1` reuses a run trained on two.
+RUNTIME_KEYS = ("threads", "eval_batch_size", "compile", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_split: str = "stratified"   # "stratified" per class, or "random" as sklearn's train_test_split
     train_size: int = 0             # 0 = all training images left after the validation split
-    # runtime
+    # runtime: how the run executes, not what it learns (RUNTIME_KEYS; recorded, not hashed), and precision
     precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
@@ -186,11 +189,20 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def config_hash(model: str, model_cfg: Any, train_cfg: Any, data_key: str | None = None) -> str:
-    """A short stable hash of everything that defines a run (used to reuse finished runs): the
-    model, both configs and, when known, the data set's key (so other data never reuses a run)."""
-    parts = {"name": model, "model": to_dict(model_cfg), "train": to_dict(train_cfg)}
+def recipe(train_cfg: Any) -> dict[str, Any]:
+    """The training settings that change the result: `train_cfg` without RUNTIME_KEYS."""
+    return {k: v for k, v in to_dict(train_cfg).items() if k not in RUNTIME_KEYS}
+
+
+def config_hash(model: str, model_cfg: Any, train_cfg: Any, data_key: str | None = None,
+                device: str | None = None) -> str:
+    """A short stable hash of what defines a run's result (reuse and resume check it): the model,
+    its config, the recipe (no runtime settings), and when known the data set's key and the device
+    type ("cpu", "cuda", "mps"), so other data or another kind of device never reuses a run."""
+    parts = {"name": model, "model": to_dict(model_cfg), "train": recipe(train_cfg)}
     if data_key is not None:
         parts["data"] = data_key
+    if device is not None:
+        parts["device"] = device
     blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

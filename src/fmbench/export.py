@@ -68,7 +68,7 @@ def shipped_source(name_or_path: str | Path) -> dict[str, str]:
 
 def run_source(run_dir: Path, rc: Any) -> dict[str, str]:
     """The card's `source` for a run directory: it, its config hash and the SHA-256 of the weights its recipe keeps."""
-    from fmbench.training import weights_file
+    from fmbench.runs import weights_file
 
     return {"run_dir": str(run_dir), "config_hash": rc.hash, "sha256": _sha256(weights_file(run_dir, rc))}
 

@@ -12,7 +12,7 @@ run fails with one RunDirError line naming the file instead of a KeyError deep i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from fmbench.errors import RunDirError
 from fmbench.fileio import LOCK_FILE, read_json, write_bytes, write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                     # 2: config.json records family, tier, device and the test set's hash
 CARD_VERSION = 1
 
 CONFIG = "config.json"                 # what defines the run (config_record)
@@ -40,8 +40,9 @@ FILES = (CONFIG, ENV, METRICS, BEST, LAST, STATE, EVAL, OUTPUTS, EXPLAIN, MAPS, 
 N_SAMPLES = 6                          # the report's sample images, as many as the study showed
 SAMPLE_SEED = 0
 
-CONFIG_KEYS = ("format_version", "fmbench_version", "model", "preset", "overrides", "model_config",
-               "train_config", "config_hash")          # and "data" once bound to a data set
+CONFIG_KEYS = ("format_version", "fmbench_version", "model", "family", "tier", "preset", "overrides",
+               "model_config", "train_config", "config_hash", "device", "data")
+DATA_KEYS = ("name", "key", "test_hash", "classes")   # config.json's "data": Dataset.identity
 EPOCH_KEYS = ("epoch", "train_loss", "train_accuracy", "train_f1", "val_loss", "val_accuracy", "val_f1",
               "lr", "epoch_time_s", "images_per_s")
 SPLIT_KEYS = ("loss", "accuracy", "f1_weighted", "n", "per_class", "confusion_matrix")
@@ -59,26 +60,47 @@ def _need(cond: bool, path: Path, what: str) -> None:
 
 # config.json ------------------------------------------------------------------------------------
 
-def config_record(*, fmbench_version: str, model: str, preset: str, overrides: dict[str, Any],
-                  model_config: dict[str, Any], train_config: dict[str, Any], config_hash: str,
-                  data: dict[str, Any] | None = None) -> dict[str, Any]:
-    """config.json's content; `data` is the data set's identity (Dataset.identity)."""
-    out = {"format_version": FORMAT_VERSION, "fmbench_version": fmbench_version, "model": model,
-           "preset": preset, "overrides": overrides, "model_config": model_config,
-           "train_config": train_config, "config_hash": config_hash}
-    return out if data is None else {**out, "data": data}
+def config_record(*, fmbench_version: str, model: str, family: str, tier: str, preset: str,
+                  overrides: dict[str, Any], model_config: dict[str, Any], train_config: dict[str, Any],
+                  config_hash: str, device: str | None, data: dict[str, Any] | None) -> dict[str, Any]:
+    """config.json's content: what defines the run. `device` is the device type ("cpu", "cuda",
+    "mps"), `data` the data set's identity (DATA_KEYS); both None in a weights card, which is
+    bound to neither."""
+    return {"format_version": FORMAT_VERSION, "fmbench_version": fmbench_version, "model": model,
+            "family": family, "tier": tier, "preset": preset, "overrides": overrides,
+            "model_config": model_config, "train_config": train_config, "config_hash": config_hash,
+            "device": device, "data": data}
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
-    """config.json of an existing run directory, checked for this fmbench's format version."""
+    """config.json of an existing run directory in this fmbench's format (older ones upgraded)."""
     run_dir = Path(run_dir)
     _need(run_dir.is_dir(), run_dir, "run directory does not exist")
     path = run_dir / CONFIG
     raw = read_json(path)
     _need(isinstance(raw, dict), path, "not a JSON object")
     version = raw.get("format_version")
-    _need(version == FORMAT_VERSION, path, f"format version {version!r}, this fmbench reads version {FORMAT_VERSION}")
-    return raw
+    _need(version in (1, FORMAT_VERSION), path,
+          f"format version {version!r}, this fmbench reads versions 1 and {FORMAT_VERSION}")
+    return upgrade_config(raw, run_dir) if version == 1 else raw
+
+
+def upgrade_config(raw: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A version-1 config.json in version 2's form (the one place that knows version 1): family and
+    tier from the model registry, the device type from env.json, the test set's hash from
+    summary.json (a v1 run bound to no data set stays unbound). Nothing is written back."""
+    from fmbench.models import get_spec
+
+    spec = get_spec(raw.get("model"))
+    env = read_env(run_dir) if (Path(run_dir) / ENV).exists() else {}
+    device = str(env.get("device") or "").split(" ")[0].split(":")[0] or None   # "cuda:0 (NVIDIA ...)" -> cuda
+    data = raw.get("data")
+    if data is not None:
+        summary = read_json(Path(run_dir) / SUMMARY) if (Path(run_dir) / SUMMARY).exists() else {}
+        data = {"name": data.get("name"), "key": data.get("key"), "test_hash": summary.get("test_hash"),
+                "classes": data.get("classes")}
+    return {**raw, "format_version": FORMAT_VERSION, "family": spec.family, "tier": spec.tier,
+            "device": device, "data": data}
 
 
 def write_config(run_dir: Path, record: dict[str, Any]) -> None:
@@ -263,9 +285,6 @@ class Summary:
     weights_sha256: str | None = None      # pretrained: the shipped file's SHA-256
     card_test_accuracy: float | None = None  # pretrained: the accuracy its card records
     status: str = "complete"
-
-
-SUMMARY_KEYS = tuple(f.name for f in fields(Summary))
 
 
 def write_summary(run_dir: Path, summary: Summary) -> None:

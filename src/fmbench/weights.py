@@ -6,16 +6,16 @@
                                            file's SHA-256, the test set's hash, the epoch curve
 
 `load_shipped` verifies the file against the card's SHA-256 before it loads anything.
-`evaluate_shipped` evaluates shipped weights into a run directory (marked "pretrained") that the
-usual comparison report reads (`fmbench run --pretrained`, and the default study's strong pair). `ship_run` writes a NAME.safetensors + card from a run.
+`runs.evaluate_shipped` evaluates them into a run directory (marked "pretrained") that the usual
+comparison report reads. `ship_run` writes a NAME.safetensors + card from a finished run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
+import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -28,16 +28,11 @@ from fmbench.engine.loop import evaluate
 from fmbench.errors import RunDirError
 from fmbench.fileio import write_json
 from fmbench.models import build_model
-from fmbench.runtime import capture_env, choose_precision
-from fmbench.training import (RunConfig, load_model, read_config, record_explanation, run_config_from, summarize,
-                               weights_file, write_evaluation)
+from fmbench.runtime import choose_precision
+from fmbench.spec import RunSpec, read_spec, spec_from
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
+logger = logging.getLogger(__name__)
 
 
 def available() -> list[str]:
@@ -70,13 +65,13 @@ def read_card(name_or_path: str | Path) -> dict[str, Any]:
     return R.read_card(resolve(name_or_path)[1])
 
 
-def card_run_config(card: dict[str, Any], where: Path | str = "card") -> RunConfig:
-    """The RunConfig stored in a card, validated against this version's config classes."""
-    return run_config_from(card.get("model"), card["config"], where)
+def card_spec(card: dict[str, Any], where: Path | str = "card") -> RunSpec:
+    """The RunSpec stored in a card, validated against this version's config classes."""
+    return spec_from(card.get("model"), card["config"], where)
 
 
-def load_shipped(name_or_path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
-    """(model in eval mode, its RunConfig) from shipped weights; refuses a file whose SHA-256 is wrong."""
+def load_shipped(name_or_path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, RunSpec]:
+    """(model in eval mode, its RunSpec) from shipped weights; refuses a file whose SHA-256 is wrong."""
     path, card_path = resolve(name_or_path)
     card = R.read_card(card_path)
     expected = card["sha256"]
@@ -84,53 +79,26 @@ def load_shipped(name_or_path: str | Path, device: torch.device | str = "cpu") -
     if actual != expected:
         raise RunDirError(f"{path}: SHA-256 mismatch: the card {card_path.name} expects {expected}, "
                           f"the file has {actual}; refusing to load modified or corrupt weights")
-    rc = card_run_config(card, card_path)
+    rc = card_spec(card, card_path)
     model = build_model(rc.model, rc.model_cfg).to(device)
     load_weights(model, path)
     return model.eval(), rc
 
 
-def evaluate_shipped(name_or_path: str | Path, run_dir: Path, data, device: torch.device,
-                     log: Log = _stderr) -> Path:
-    """Write an evaluation-only run directory (summary.json has "pretrained": true) for shipped weights."""
-    model, rc = load_shipped(name_or_path, device)
-    card = read_card(name_or_path)
-    cfg = rc.train_cfg
-    precision = choose_precision(cfg.precision, device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    R.mark_unfinished(run_dir)
-    R.write_config(run_dir, rc.to_json())
-    R.write_env(run_dir, {**capture_env(device, precision, 1, cfg.batch_size),
-                          "weights": str(name_or_path), "weights_sha256": card["sha256"]})
-    R.write_epochs(run_dir, card.get("curve") or [])
-    splits = make_splits(data, cfg, device)
-    log(f"evaluating shipped {rc.model} ({card['sha256'][:12]}) on {device} in {precision}")
-    result = write_evaluation(run_dir, model, cfg, precision, splits, ("val", "test"), card.get("best_epoch"), log,
-                              data.classes)
-    record_explanation(run_dir, model, rc, splits.test_x, splits.test_y, precision, log)
-    R.write_summary(run_dir, summarize(
-        rc, model, device, precision, data.test_hash, result["test"], train_time_s=card.get("train_time_s"),
-        epochs_run=card.get("epochs"), best_epoch=card.get("best_epoch"), stopped_early=False,
-        train_images_per_s=None, pretrained=True, weights_sha256=card["sha256"],
-        card_test_accuracy=card["test"]["accuracy"]))
-    return run_dir
-
-
 def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype: torch.dtype = torch.float16,
-             command: str | None = None, extra: dict[str, Any] | None = None, log: Log = _stderr) -> dict[str, Any]:
+             command: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write OUT/NAME.safetensors (the run's model, stored as `dtype`) and its card from a finished run.
 
     The card's test metrics are those of the stored (rounded) weights, evaluated here on `data`.
     `command` replaces env.json's (which a resumed run overwrites with `fmbench train --resume`);
     `extra` adds fields to the card (wall time, notes).
     """
+    from fmbench.runs import load_model, weights_file
+
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not R.is_complete(run_dir):
         raise RunDirError(f"{run_dir}: not a complete run")
-    rc, summary, env = read_config(run_dir), R.read_summary(run_dir), R.read_env(run_dir)
+    rc, summary, env = read_spec(run_dir), R.read_summary(run_dir), R.read_env(run_dir)
     if summary["test_hash"] != data.test_hash:
         raise RunDirError(f"{run_dir}: evaluated on a different test set than the one given")
     state = load_file(str(weights_file(run_dir, rc)))
@@ -164,6 +132,6 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
             m, _ = evaluate(best, *splits.of(split), rc.train_cfg, precision)
             card["best_epoch_eval"][split] = {k: m[k] for k in ("accuracy", "f1_weighted", "loss")}
     write_json(weights.with_suffix(".json"), card)
-    log(f"shipped {weights} ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:12]}): test accuracy "
-        f"{test['accuracy']:.4f} (run: {card['run_test']['accuracy']:.4f})")
+    logger.info("shipped %s (%.2f MB, sha256 %s): test accuracy %.4f (run: %.4f)", weights, card["bytes"] / 1e6,
+                card["sha256"][:12], test["accuracy"], card["run_test"]["accuracy"])
     return card

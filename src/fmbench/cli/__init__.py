@@ -1,7 +1,8 @@
 """The `fmbench` command line: parsing only; every subcommand calls the library.
 
 Each subcommand lives in its own module here with `register(subparsers)` that adds its parser
-and sets `func(args) -> int`. `main(argv)` returns the exit code so tests run it in-process:
+and sets `func(args) -> int`. Messages come from the library's loggers (fmbench.logs); `-q` and
+`-v` before the subcommand set how much they show. `main(argv)` returns the exit code so tests run it in-process:
 0 success, 2 user error (one line on stderr, no traceback), 1 unexpected internal error.
 """
 
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
-from fmbench import __version__
+from fmbench import __version__, logs
 from fmbench.errors import FmbenchError
 
 SUBCOMMANDS = ("data", "train", "evaluate", "predict", "explain", "export", "serve", "models", "run", "study", "compare", "bench")
@@ -42,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fmbench {__version__}")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors (progress bars stay)")
+    talk.add_argument("-v", "--verbose", action="store_true", help="show debugging messages too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"fmbench.cli.{name}").register(sub)
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        logs.set_verbosity(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
         code = int(args.func(args) or 0)
         sys.stdout.flush()                   # a closed pipe shows up here, not at interpreter exit
         return code

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from fmbench.cli.common import RAW, add_data_args, load_data
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--threads must be >= 0 (0 = PyTorch's default)")
     set_threads(args.threads)
     data = load_data(args)
-    result = bench.run(data, names, args.steps, args.rounds, log=lambda s: print(s, file=sys.stderr))
+    result = bench.run(data, names, args.steps, args.rounds)
     print(bench.table(result))
     if args.json:
         bench.write_json(result, args.json)

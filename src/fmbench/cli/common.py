@@ -79,19 +79,6 @@ def model_name(model_or_run) -> str:
     """The registered name of a module from shipped_model or of a run directory's model."""
     if hasattr(model_or_run, "run_config"):
         return model_or_run.run_config.model
-    from fmbench.training import read_config
+    from fmbench.spec import read_spec
 
-    return read_config(model_or_run).model
-
-
-def load_named_models(run_dirs: list[Path], names: list[str], device):
-    """The models a command line names, in its order: run directories (the weights each recipe keeps), then shipped
-    weights by name or path. Yields (source, model, run_config), source being the run directory
-    (a Path) or the shipped name (a str); serve and study label them in their own ways."""
-    from fmbench.training import load_model
-    from fmbench.weights import load_shipped
-
-    for d in run_dirs:
-        yield (Path(d), *load_model(Path(d), device))
-    for n in names:
-        yield (n, *load_shipped(n, device))
+    return read_spec(model_or_run).model

@@ -7,8 +7,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from fmbench.errors import ConfigError
-
 from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
                                 overrides_from)
 
@@ -42,20 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fmbench import api
     from fmbench.engine import distributed as D
-    from fmbench.study import choose_entries, plan_runs, run_study
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
     command = "fmbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "fmbench run"
-    entries = choose_entries(models, args.preset, args.pretrained)
-    overrides = overrides_from(args)
-    if args.pretrained and (overrides or args.seeds != 1):
-        raise ConfigError("--set, --precision and --seeds do not apply to --pretrained (the shipped weights are "
-                          "evaluated as they are)")
-    plan_runs(entries, overrides, args.seeds, check_out_dir(args.out))  # bad options fail before loading data
-    data = load_data(args)
     try:
-        report = run_study(entries, overrides, args.seeds, args.out, data, args.device, command=command)
+        report = api.run_study(models, args.preset, seeds=args.seeds, out=check_out_dir(args.out),
+                               pretrained=args.pretrained, data=lambda: load_data(args), device=args.device,
+                               command=command, **overrides_from(args))
     except KeyboardInterrupt:
         print("\ninterrupted; finished runs are kept and the interrupted one resumes where it stopped. "
               "Run the same command again to continue.", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
-                                load_named_models, overrides_from)
+                                overrides_from)
 
 EPILOG = """examples:
   fmbench study data-size                                   cnn_seed and vit_seed (fast), 6 sizes, 2 seeds (~45 min)
@@ -56,81 +56,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_data_size(args: argparse.Namespace) -> int:
-    from fmbench.report.studies import write_study_report
-    from fmbench.studies import data_size
+    from fmbench import api
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    sizes = data_size.parse_sizes(args.sizes)
-    overrides = overrides_from(args)
-    if args.seeds < 1:
-        from fmbench.errors import ConfigError
-
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-    for m in models:                                  # unknown names and bad settings fail before the data loads
-        from fmbench.training import make_config
-
-        make_config(m, args.preset, overrides)
-    out = check_out_dir(args.out)
-    data = load_data(args)
-    result = data_size.run(models, args.preset, sizes, args.seeds, overrides, data, out, args.device)
-    print(f"report: {write_study_report(result, out)}")
+    report = api.study_data_size(models, args.sizes, seeds=args.seeds, preset=args.preset,
+                                 out=check_out_dir(args.out), data=lambda: load_data(args), device=args.device,
+                                 **overrides_from(args))
+    print(f"report: {report}")
     return 0
 
 
 def run_robustness(args: argparse.Namespace) -> int:
-    from fmbench.errors import ConfigError
-    from fmbench.report.studies import write_study_report
-    from fmbench.runtime import choose_device
-    from fmbench.studies import robustness as rb
+    from fmbench import api
 
-    corruptions = rb.parse_corruptions(args.corruptions)
-    severities = rb.parse_severities(args.severities)
-    n_images = None if args.images == "all" else _positive_int(args.images, "--images")
-    out = check_out_dir(args.out)
-    device = choose_device(args.device)
-    subjects = _subjects(args, device)
-    labels = [s.label for s in subjects]
-    if args.baseline is not None and args.baseline not in labels:
-        raise ConfigError(f"--baseline {args.baseline!r} is not one of the models: {', '.join(labels)}")
-    data = load_data(args)
-    from fmbench.training import check_same_data, read_config
-
-    for d in args.run_dirs:
-        check_same_data(read_config(Path(d)), data, Path(d))
-    result = rb.run(subjects, data.test_images, data.test_labels, data.test_hash, corruptions, severities,
-                    n_images, out, device)
-    if args.baseline:
-        result["baseline"] = args.baseline
-    print(f"report: {write_study_report(result, out)}")
+    images = None if args.images == "all" else _whole(args.images, "--images")
+    names = [w.strip() for w in args.weights.split(",") if w.strip()] if args.weights else []
+    report = api.study_robustness(args.run_dirs, names, corruptions=args.corruptions, severities=args.severities,
+                                  images=images, baseline=args.baseline, out=check_out_dir(args.out),
+                                  data=lambda: load_data(args), device=args.device)
+    print(f"report: {report}")
     return 0
 
 
-def _positive_int(text: str, option: str) -> int:
+def _whole(text: str, option: str) -> int:
     from fmbench.errors import ConfigError
 
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise ConfigError(f"{option} {text!r}: give a whole number or 'all'") from None
-    if value < 1:
-        raise ConfigError(f"{option} must be >= 1, got {value}")
-    return value
-
-
-def _subjects(args: argparse.Namespace, device):
-    from fmbench.runtime import choose_precision
-    from fmbench.studies.robustness import Subject
-    from fmbench.weights import available
-
-    names = [w.strip() for w in args.weights.split(",") if w.strip()] if args.weights else []
-    if not names and not args.run_dirs:
-        names = available()
-    loaded = list(load_named_models(list(args.run_dirs), names, device))
-    labels = [rc.model if isinstance(src, Path) else src for src, _, rc in loaded]
-    subjects = []
-    for (src, model, rc), label in zip(loaded, labels):
-        if isinstance(src, Path) and labels.count(label) > 1:
-            label = f"{label} ({src.name})"  # two runs of one model, or a run beside its shipped weights
-        source = f"run {src}" if isinstance(src, Path) else f"shipped {src}"
-        subjects.append(Subject(label, model, rc.model, choose_precision(rc.train_cfg.precision, device), source))
-    return subjects

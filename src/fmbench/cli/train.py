@@ -34,24 +34,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fmbench import api, training
+    from fmbench import api, runs
+    from fmbench.rundir import is_complete
+    from fmbench.spec import make_spec, read_spec
 
     if args.resume and args.model:
         raise ConfigError("give either MODEL or --resume RUN_DIR, not both")
     if not args.resume and not args.model:
         raise ConfigError("missing MODEL (see `fmbench models`) or --resume RUN_DIR")
     if args.resume:
-        training.read_config(args.resume)             # fail before loading the data where we can
+        read_spec(args.resume)                        # fail before loading the data where we can
         run_dir = args.resume
     else:
         overrides = overrides_from(args)
-        rc = training.make_config(args.model, args.preset, overrides)
+        spec = make_spec(args.model, args.preset, overrides)
         if args.out:
             check_out_dir(args.out)
     data = load_data(args)
     if not args.resume:
-        run_dir = check_out_dir(args.out or training.default_run_dir(rc.on(data)))  # the data's identity is in the name
-        if training.is_complete(run_dir):
+        run_dir = check_out_dir(args.out or runs.run_dir_for(spec.on(data, args.device)))  # named by its identity
+        if is_complete(run_dir):
             raise ConfigError(f"{run_dir} already holds a finished run; choose another --out")
     try:
         if args.resume:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ import torch
 from fmbench import CLASSES
 from fmbench.errors import DataError
 from fmbench.data import idx, sources
-from fmbench.data.sources import Log
 from fmbench.fileio import atomic_path
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Dataset", "load_fashion_mnist"]
 
@@ -52,10 +54,11 @@ class Dataset:
     def identity(self) -> dict[str, Any]:
         """What a run records about its data, and what reuse, resume and compare check: the
         data set's name ("fashion-mnist" when the files are the published ones, else "idx"), a key
-        over the four files' SHA-256 (sources.dataset_key) and the class names."""
+        over the four files' SHA-256 (sources.dataset_key), the test set's hash and the class names
+        (rundir.DATA_KEYS). The key is what identity compares; the rest names what it stands for."""
         published = all(self.sha256.get(stem) == sha for stem, sha in sources.SHA256.items())
         return {"name": "fashion-mnist" if published else "idx", "key": sources.dataset_key(self.sha256),
-                "classes": list(self.classes)}
+                "test_hash": self.test_hash, "classes": list(self.classes)}
 
     @property
     def test_hash(self) -> str:
@@ -66,9 +69,9 @@ class Dataset:
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, mirrors: list[str] | None = None,
                        download: bool = True, verify: bool = True,
-                       cache_dir: str | os.PathLike | None = None, log: Log = print) -> Dataset:
+                       cache_dir: str | os.PathLike | None = None) -> Dataset:
     """Find (or download), verify and load Fashion-MNIST; raises DataError with one clear line."""
-    found = sources.locate(data_dir, cache_dir=cache_dir, mirrors=mirrors, download=download, log=log)
+    found = sources.locate(data_dir, cache_dir=cache_dir, mirrors=mirrors, download=download)
     cache = sources.cache_root(cache_dir)
     hashes = sources.recall(found.paths, cache)
     tensors = None
@@ -80,9 +83,9 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, mirrors: li
     if tensors is None:
         start = time.perf_counter()
         tensors, hashes = _parse(found.paths, verify)
-        saved = _save(cache, found.paths, hashes, tensors, log)
+        saved = _save(cache, found.paths, hashes, tensors)
         what = "verified and parsed" if verify else "parsed (not verified)"
-        log(f"{what} the 4 IDX files in {time.perf_counter() - start:.1f} s"
+        logger.info(f"{what} the 4 IDX files in {time.perf_counter() - start:.1f} s"
             + (f"; saved the tensors in {cache} for next time" if saved else ""))
     return Dataset(**tensors, classes=read_classes(found.paths), source=found.source, sha256=hashes)
 
@@ -127,7 +130,7 @@ def _tensors_name(hashes: dict[str, str]) -> str:
 
 
 def _save(cache: Path, paths: dict[str, Path], hashes: dict[str, str],
-          tensors: dict[str, torch.Tensor], log: Log) -> bool:
+          tensors: dict[str, torch.Tensor]) -> bool:
     """Save the tensors and the stamp (both atomically); False (with a note) if the cache is not writable."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
@@ -139,7 +142,7 @@ def _save(cache: Path, paths: dict[str, Path], hashes: dict[str, str],
                 save_file(tensors, str(tmp), metadata=hashes)
         sources.remember(paths, hashes, cache)  # after the tensors: a stamp always has its file
     except (OSError, SafetensorError) as e:
-        log(f"note: not caching the parsed data in {cache} ({getattr(e, 'strerror', None) or e})")
+        logger.warning(f"note: not caching the parsed data in {cache} ({getattr(e, 'strerror', None) or e})")
         return False
     return True
 

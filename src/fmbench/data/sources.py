@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import http.client
 import json
+import logging
 import os
 import tempfile
 import time
@@ -22,11 +23,13 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from fmbench import __version__
 from fmbench.errors import ConfigError, DataError
 from fmbench.fileio import atomic_path, write_json
+
+logger = logging.getLogger(__name__)
 
 # SHA-256 of the decompressed IDX files (see shared/datasets/README.md), in load order.
 SHA256 = {
@@ -44,7 +47,6 @@ DEFAULT_MIRRORS = (  # the ones torchvision and Keras use
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 STAMP_FILE = "verified.json"
 
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def find_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
 
 
 def locate(data_dir: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None,
-           mirrors: Iterable[str] | None = None, download: bool = True, log: Log = print) -> Located:
+           mirrors: Iterable[str] | None = None, download: bool = True) -> Located:
     """Find the four files in search order, downloading into the cache if allowed and needed."""
     mirror_urls = resolve_mirrors(mirrors) if download else []  # a bad URL is an error even if unused
     from_env = data_dir is None and bool(os.environ.get("FMBENCH_DATA_DIR"))
@@ -103,7 +105,7 @@ def locate(data_dir: str | os.PathLike | None = None, *, cache_dir: str | os.Pat
             f"Fashion-MNIST not found in the cache {cache} or in {debian}, and downloading is off: "
             f"install the Debian package dataset-fashion-mnist, pass --data-dir DIR (or set "
             f"FMBENCH_DATA_DIR), or allow the download (drop --no-download)")
-    used = fetch(missing, cache, mirror_urls, log=log)
+    used = fetch(missing, cache, mirror_urls)
     found, _ = find_files(cache)
     return Located(found, f"download from {', '.join(used)} into cache {cache}")
 
@@ -194,7 +196,7 @@ class _Failed(Exception):
 
 
 def fetch(stems: Iterable[str], dest: Path, mirrors: list[str], *, retries: int | None = None,
-          timeout: float | None = None, backoff: float | None = None, log: Log = print) -> list[str]:
+          timeout: float | None = None, backoff: float | None = None) -> list[str]:
     """Download `<stem>.gz` for each stem into `dest`, verified; returns the mirrors used.
 
     Each mirror gets `retries` attempts (FMBENCH_DOWNLOAD_RETRIES, default 3) with `backoff`
@@ -217,7 +219,7 @@ def fetch(stems: Iterable[str], dest: Path, mirrors: list[str], *, retries: int 
         name, failures = stem + ".gz", []
         for mirror in mirrors:
             try:
-                _download_one(mirror + name, dest / name, stem, retries, timeout, backoff, log)
+                _download_one(mirror + name, dest / name, stem, retries, timeout, backoff)
             except _Failed as e:
                 failures.append(f"{mirror} ({e})")
                 continue
@@ -229,12 +231,11 @@ def fetch(stems: Iterable[str], dest: Path, mirrors: list[str], *, retries: int 
     return used
 
 
-def _download_one(url: str, target: Path, stem: str, retries: int, timeout: float, backoff: float,
-                  log: Log) -> None:
+def _download_one(url: str, target: Path, stem: str, retries: int, timeout: float, backoff: float) -> None:
     for attempt in range(retries):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
-        log(f"downloading {url}" + (f" (attempt {attempt + 1} of {retries})" if attempt else ""))
+        logger.info(f"downloading {url}" + (f" (attempt {attempt + 1} of {retries})" if attempt else ""))
         try:
             with atomic_path(target) as tmp:  # a failure removes the temporary file
                 _http_get(url, tmp, timeout)
@@ -246,12 +247,12 @@ def _download_one(url: str, target: Path, stem: str, retries: int, timeout: floa
                 if actual != SHA256[stem]:
                     raise _Failed(f"SHA-256 mismatch for {stem}: got {actual}, expected {SHA256[stem]}",
                                   retry=False)
-            log(f"verified {target} ({len(data):,} bytes decompressed)")
+            logger.info(f"verified {target} ({len(data):,} bytes decompressed)")
             return
         except _Failed as e:
             if not e.retry or attempt == retries - 1:
                 raise
-            log(f"  failed: {e}")
+            logger.warning(f"  failed: {e}")
 
 
 def _http_get(url: str, path: Path, timeout: float) -> None:

@@ -8,9 +8,10 @@ Everything is written to a temporary file and renamed, so a crash never leaves a
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,8 @@ from fmbench.engine.optim import make_optimizer, make_scheduler, steps_per_epoch
 from fmbench.engine.stopping import EarlyStopping
 from fmbench.errors import RunDirError
 from fmbench.fileio import atomic_path, write_bytes
+
+logger = logging.getLogger(__name__)
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -120,12 +123,12 @@ def new_state(raw: nn.Module, cfg: TrainConfig, n_train: int, device: torch.devi
     return TrainState(opt, sched, scaler, EarlyStopping(cfg.monitor, cfg.patience, cfg.min_delta), gen)
 
 
-def restore(raw: nn.Module, state: TrainState, run_dir: Path, log: Callable[[str], None]) -> None:
+def restore(raw: nn.Module, state: TrainState, run_dir: Path) -> None:
     """Continue from the run's `last` checkpoint, if it has one; drop epoch records written after it."""
     if (run_dir / R.STATE).exists():
         state.load_state_dict(load_state(run_dir / R.STATE))
         load_weights(raw, run_dir / R.LAST)
-        log(f"resuming {run_dir} after epoch {state.epoch}")
+        logger.info("resuming %s after epoch %d", run_dir, state.epoch)
 
 
 def save_checkpoint(raw: nn.Module, state: TrainState, run_dir: Path, record: dict[str, Any], improved: bool) -> None:

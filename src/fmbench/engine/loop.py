@@ -7,6 +7,7 @@ them); validation and the final evaluation are clean (eval mode, no augmentation
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -27,6 +28,8 @@ from fmbench.engine.metrics import confusion_update, report
 from fmbench.engine.optim import steps_per_epoch
 from fmbench.errors import TrainingDiverged
 from fmbench.runtime import autocast, keep_freed_memory
+
+logger = logging.getLogger(__name__)
 
 NUM_CLASSES = 10
 
@@ -151,8 +154,7 @@ def _divergence_check(state: TrainState, run_dir: Path, bar, every: int) -> Call
 
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, precision: str,
-        resume: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-        on_epoch: Callable[[int, dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        resume: bool = False, on_epoch: Callable[[int, dict[str, Any]], bool] | None = None) -> dict[str, Any]:
     """Train with early stopping, checkpoint every epoch, restore the best (or, with
     `restore_best` False, keep the last) weights; return a summary.
 
@@ -170,7 +172,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     state = new_state(raw, cfg, len(splits.train_y), device, precision)
     if resume:
-        restore(raw, state, run_dir, log)
+        restore(raw, state, run_dir)
     if main:
         R.keep_epochs(run_dir, state.epoch)
 
@@ -194,8 +196,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
                 break
             if D.broadcast_flag(state.stopper.should_stop, device):
                 stopped_early = state.epoch < cfg.epochs
-                log(f"early stopping after epoch {state.epoch}: no {cfg.monitor} improvement for "
-                    f"{cfg.patience} epochs; best epoch {state.stopper.best_epoch}")
+                logger.info("early stopping after epoch %d: no %s improvement for %d epochs; best epoch %s",
+                            state.epoch, cfg.monitor, cfg.patience, state.stopper.best_epoch)
                 break
     finally:
         bar.close()

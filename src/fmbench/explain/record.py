@@ -7,6 +7,7 @@ randomisation check against the same architecture with fresh random weights.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,8 @@ import torch.nn as nn
 
 from fmbench import rundir as R
 from fmbench.explain import choose_method, faithfulness, saliency
+
+logger = logging.getLogger(__name__)
 
 N_DELETION = 500          # test images in the deletion test (issue 13: >= 500)
 N_RANDOMISATION = 100     # of those, images in the randomisation check
@@ -91,13 +94,12 @@ def explain_run(model: nn.Module, name: str, model_cfg: Any, family: str, test_x
 
 
 def record_explanations(run_dir: Path, model: nn.Module, name: str, model_cfg: Any, family: str,
-                        test_x: torch.Tensor, test_y: torch.Tensor, precision: str = "fp32",
-                        log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                        test_x: torch.Tensor, test_y: torch.Tensor, precision: str = "fp32") -> dict[str, Any]:
     """Compute and write RUN_DIR/explain.json and explain.safetensors; returns the record."""
     record, tensors = explain_run(model, name, model_cfg, family, test_x, test_y, precision)
     R.write_explanation(run_dir, record, tensors)
     d = record["deletion"]
-    log(f"explained {name} ({record['method']}): deletion AUC {d['saliency_auc']:.3f} by saliency vs "
-        f"{d['random_auc']:.3f} at random over {d['n']} images; rank correlation with random weights "
-        f"{record['randomisation']['spearman_mean']}; {record['seconds']['total']:.1f} s")
+    logger.info("explained %s (%s): deletion AUC %.3f by saliency vs %.3f at random over %d images; rank "
+                "correlation with random weights %s; %.1f s", name, record["method"], d["saliency_auc"],
+                d["random_auc"], d["n"], record["randomisation"]["spearman_mean"], record["seconds"]["total"])
     return record

@@ -456,7 +456,7 @@ def find_test_images(n_test: int, test_hash: str, data_dir: str | Path | None = 
     from fmbench.data import load_fashion_mnist
 
     try:
-        ds = load_fashion_mnist(data_dir, download=download, log=lambda msg: print(msg, file=sys.stderr))
+        ds = load_fashion_mnist(data_dir, download=download)
     except DataError as e:
         print(f"fmbench: warning: example images omitted: {e}", file=sys.stderr)
         return None, f"the test images could not be loaded ({e})"

@@ -17,11 +17,17 @@ FAMILY = {"cnn": "CNN", "vit": "ViT"}
 
 
 def family_tier(model: str) -> tuple[str | None, str | None]:
-    """("cnn" | "vit", "study" | "strong") from the registry; (None, None) for an unknown model."""
+    """("cnn" | "vit", "study" | "strong") from the registry; (None, None) for an unknown model.
+    For a study's result, which names its models; a run directory records its own (run_family_tier)."""
     from fmbench.models import REGISTRY
 
     spec = REGISTRY.get(model)
     return (spec.family, spec.tier) if spec else (None, None)
+
+
+def run_family_tier(r: RunRecord) -> tuple[str | None, str | None]:
+    """The family and tier the run directory records (config.json; format 1 upgraded by rundir)."""
+    return r.config.get("family"), r.config.get("tier")
 
 
 def tier_names() -> dict[str, str]:
@@ -32,7 +38,7 @@ def tier_names() -> dict[str, str]:
 
 def tier_pairs(groups: dict[str, list[RunRecord]]) -> list[tuple[str, str]]:
     """(CNN label, ViT label) inside each tier, in tier order; every pair when no tier has both."""
-    info = {label: family_tier(runs[0].model) for label, runs in groups.items()}
+    info = {label: run_family_tier(runs[0]) for label, runs in groups.items()}
     pairs = []
     for tier in tier_names():
         cnns = [l for l, (fam, t) in info.items() if t == tier and fam == "cnn"]
@@ -59,7 +65,7 @@ def tiers_section(doc: Any, groups: dict[str, list[RunRecord]], pairs: list[tupl
     names = tier_names()
     rows = []
     for label, runs in groups.items():
-        fam, tier = family_tier(runs[0].model)
+        fam, tier = run_family_tier(runs[0])
         rows.append([names.get(tier, "—") if tier else "—", label, FAMILY.get(fam, "—"),
                      how_obtained(runs[0]) + (f"; {len(runs)} seeds" if len(runs) > 1 else "")])
     doc.table(["Tier", "Model", "Family", "How it was obtained"], rows, "llll")
@@ -75,7 +81,7 @@ def answer(tests: dict[str, list[dict]], groups: dict[str, list[RunRecord]]) -> 
     """Sentences that answer the question "CNN or ViT?" for each tested CNN-ViT pair of a tier."""
     names, out, gaps = tier_names(), [], []
     for t in tests["pairs"]:
-        (fa, ta), (fb, tb) = (family_tier(groups[t[k]][0].model) for k in ("a", "b"))
+        (fa, ta), (fb, tb) = (run_family_tier(groups[t[k]][0]) for k in ("a", "b"))
         if {fa, fb} != {"cnn", "vit"} or ta != tb:
             continue
         cnn, vit = (t["a"], t["b"]) if fa == "cnn" else (t["b"], t["a"])

@@ -44,19 +44,19 @@ def load_served(run_dirs: list[Path], names: list[str], device: torch.device,
     """`Served` models from run directories (the weights each recipe keeps, labelled "MODEL (DIR)") and
     shipped weights (by name or path, with their cards), in that order; `precision` default: each one's own."""
     from fmbench.models import get_spec
+    from fmbench.runs import load_models
     from fmbench.runtime import choose_precision
-    from fmbench.training import load_model
-    from fmbench.weights import load_shipped, read_card
+    from fmbench.weights import read_card
 
     loaded = []
-    for d in map(Path, run_dirs):
-        model, rc = load_model(d, device)
-        loaded.append((f"{rc.model} ({d.name})", model, rc, {"run_dir": str(d), "preset": rc.preset,
-                                                               "config_hash": rc.hash}))
-    for n in names:
-        model, rc = load_shipped(n, device)
-        card = read_card(n)
-        loaded.append((n, model, rc, {k: card.get(k) for k in ("name", "model", "sha256", "params", "epochs", "test")}))
+    for src, model, rc in load_models(list(run_dirs), list(names), device):
+        if isinstance(src, Path):
+            loaded.append((f"{rc.model} ({src.name})", model, rc, {"run_dir": str(src), "preset": rc.preset,
+                                                                     "config_hash": rc.hash}))
+        else:
+            card = read_card(src)
+            loaded.append((src, model, rc, {k: card.get(k) for k in ("name", "model", "sha256", "params", "epochs",
+                                                                     "test")}))
     return [Served(label, model, rc.model, get_spec(rc.model).family,
                    choose_precision(precision or rc.train_cfg.precision, device), about)
             for label, model, rc, about in loaded]

@@ -14,20 +14,17 @@ schedule stretches with the epochs).
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fmbench import rundir as R
-from fmbench import training
+from fmbench import runs
 from fmbench.errors import ConfigError
+from fmbench.spec import RunSpec, make_spec
 
 RESULT_FILE = "data_size.json"
-DEFAULT_MODELS = ("cnn_seed", "vit_seed")
 DEFAULT_SIZES = (1000, 2000, 5000, 10000, 20000, 54000)
-DEFAULT_SEEDS = 2
 STEPS_AT = 10_000
-Log = Callable[[str], None]
 
 
 def parse_sizes(text: str | None) -> list[int]:
@@ -42,7 +39,7 @@ def parse_sizes(text: str | None) -> list[int]:
     return sizes
 
 
-def epochs_for(rc: training.RunConfig, size: int, n_train: int = STEPS_AT) -> int:
+def epochs_for(rc: RunSpec, size: int, n_train: int = STEPS_AT) -> int:
     """The epochs a run on `size` images gets: the preset's, or enough to make the steps it makes on
     STEPS_AT images (or on all `n_train` training images, when there are fewer)."""
     cfg = rc.train_cfg
@@ -51,13 +48,13 @@ def epochs_for(rc: training.RunConfig, size: int, n_train: int = STEPS_AT) -> in
 
 
 def plan(models: list[str], preset: str | None, sizes: list[int], seeds: int, overrides: dict[str, Any],
-         data, out: Path) -> list[tuple[str, int, training.RunConfig, Path]]:
+         data, out: Path, device: str = "auto") -> list[tuple[str, int, RunSpec, Path]]:
     """(label, size, config bound to `data`, run directory) for every model, size and seed."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     planned = []
     for model in models:
-        base = training.make_config(model, preset, overrides)
+        base = make_spec(model, preset, overrides)
         n_train = round(len(data.train_labels) * (1 - base.train_cfg.val_fraction))
         if sizes[-1] > n_train:
             raise ConfigError(f"--sizes: {sizes[-1]:,} is larger than the {n_train:,} training images left after "
@@ -67,26 +64,25 @@ def plan(models: list[str], preset: str | None, sizes: list[int], seeds: int, ov
             for i in range(seeds):
                 over = {**overrides, "train_size": size, "seed": base.train_cfg.seed + i,
                         "epochs": epochs_for(base, size, n_train)}
-                rc = training.make_config(model, preset, over).on(data)
-                run_dir = out / "runs" / f"{model}-{rc.preset}-n{size}-seed{rc.train_cfg.seed}-{rc.hash[:8]}"
+                rc = make_spec(model, preset, over).on(data, device)
+                run_dir = runs.run_dir_for(rc, out / "runs")
                 planned.append((label, size, rc, run_dir))
     return planned
 
 
 def run(models: list[str], preset: str | None, sizes: list[int], seeds: int, overrides: dict[str, Any], data,
-        out: Path, device: str = "auto", log: Log = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
+        out: Path, device: str = "auto") -> dict[str, Any]:
     """Train (or reuse) every planned run, then write OUT/data_size.json and return it."""
     from fmbench.fileio import write_json
     from fmbench.report import stats
-    from fmbench.study import train_or_reuse
 
-    planned = plan(models, preset, sizes, seeds, overrides, data, out)
+    planned = plan(models, preset, sizes, seeds, overrides, data, out, device)
     results: dict[str, dict[str, list[dict]]] = {}
     names: dict[str, str] = {}
     first_seed_preds: dict[tuple[str, int], Any] = {}
     for n, (label, size, rc, run_dir) in enumerate(planned, 1):
         head = f"[{n}/{len(planned)}] {label} on {size:,} images, seed {rc.train_cfg.seed}, {rc.train_cfg.epochs} epochs"
-        train_or_reuse(rc, run_dir, data, device, head, log, explain=False)
+        runs.execute(rc, run_dir, data, device, explain=False, head=head)
         summary = R.read_summary(run_dir)
         names[label] = rc.model
         results.setdefault(label, {}).setdefault(str(size), []).append({

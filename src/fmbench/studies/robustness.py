@@ -7,11 +7,11 @@ which the study's own report and the main report (`compare` given OUT) both read
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +20,10 @@ from fmbench import corruptions as C
 from fmbench.errors import ConfigError
 from fmbench.fileio import write_json
 
+logger = logging.getLogger(__name__)
+
 RESULT_FILE = "robustness.json"
 SEED = 0
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,27 @@ def _predict(s: Subject, images: torch.Tensor, device: torch.device) -> np.ndarr
     return predict_logits(s.model, images.to(device), 1000, s.precision).argmax(1).cpu().numpy()
 
 
+def subjects(run_dirs: list[Path], names: list[str], device: torch.device) -> list[Subject]:
+    """The models to test: run directories, then shipped weights (every shipped model when neither is
+    named). A run is labelled by its model, and by its folder too when two would share a label."""
+    from fmbench.runs import load_models
+    from fmbench.runtime import choose_precision
+    from fmbench.weights import available
+
+    names = names if names or run_dirs else available()
+    loaded = list(load_models(run_dirs, names, device))
+    labels = [spec.model if isinstance(src, Path) else src for src, _, spec in loaded]
+    out = []
+    for (src, model, spec), label in zip(loaded, labels):
+        if isinstance(src, Path) and labels.count(label) > 1:
+            label = f"{label} ({src.name})"  # two runs of one model, or a run beside its shipped weights
+        source = f"run {src}" if isinstance(src, Path) else f"shipped {src}"
+        out.append(Subject(label, model, spec.model, choose_precision(spec.train_cfg.precision, device), source))
+    return out
+
+
 def run(subjects: list[Subject], test_images: torch.Tensor, test_labels: torch.Tensor, test_hash: str,
-        corruptions: list[str], severities: list[int], n_images: int | None, out: Path, device: torch.device,
-        log: Log = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
+        corruptions: list[str], severities: list[int], n_images: int | None, out: Path, device: torch.device) -> dict[str, Any]:
     """Evaluate every subject on clean and corrupted images; write OUT/robustness.json and return it."""
     idx = test_subset(test_labels, n_images)
     x, y = test_images[idx].cpu(), test_labels[idx].cpu().numpy()
@@ -92,7 +111,7 @@ def run(subjects: list[Subject], test_images: torch.Tensor, test_labels: torch.T
             xc = C.corrupt(x, name, sev, SEED)
             for s in subjects:
                 preds[s.label].setdefault(name, []).append(_predict(s, xc, device).tolist())
-        log(f"  {name}: " + ", ".join(
+        logger.info(f"  {name}: " + ", ".join(
             f"{s.label} {np.mean([np.mean(np.array(p) == y) for p in preds[s.label][name]]):.3f}" for s in subjects))
     result = {
         "kind": "robustness", "test_hash": test_hash, "seed": SEED, "n_images": int(len(idx)),

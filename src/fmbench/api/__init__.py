@@ -12,6 +12,9 @@
     fmbench.explain_images(model_or_run, images)   -> one dict per image: class, probability, saliency map
     fmbench.explain_run(run)                       -> a run's recorded explanation (written into its directory)
     fmbench.export_onnx(model_or_run, path)        -> the card of the ONNX file written, checked with ONNX Runtime
+    fmbench.run_study(models=None, preset=None, seeds=1, out="fmbench-study")   -> report.html (`fmbench run`)
+    fmbench.study_data_size(models, sizes, seeds=2)    -> report.html (`fmbench study data-size`)
+    fmbench.study_robustness(run_dirs, weights)    -> report.html (`fmbench study robustness`)
 
 (`explain_images` and `export_onnx`, not `explain` and `export`: those name fmbench's subpackage and module.)
 
@@ -22,7 +25,6 @@ never SystemExit.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,12 +32,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from fmbench import logs
 from fmbench import rundir as R
 from fmbench.errors import ConfigError
-
-
-def _quiet(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 def list_models() -> list[str]:
@@ -79,8 +78,8 @@ def load_data(data_dir: str | Path | None = None, *, download: bool = True, veri
     public ones) and verified as the CLI does. `quiet=False` reports progress on stderr."""
     from fmbench.data import load_fashion_mnist
 
-    return load_fashion_mnist(data_dir, mirrors=mirrors, download=download, verify=verify, cache_dir=cache_dir,
-                              log=(lambda s: None) if quiet else _quiet)
+    with logs.quiet(quiet):
+        return load_fashion_mnist(data_dir, mirrors=mirrors, download=download, verify=verify, cache_dir=cache_dir)
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class Run:
     """A finished run directory: its config, per-epoch history, evaluation and summary."""
 
     path: Path
-    config: Any                      # training.RunConfig
+    config: Any                      # spec.RunSpec
     history: list[dict[str, Any]]    # metrics.jsonl: one record per epoch
     evaluation: dict[str, Any]       # eval.json's splits: {"train"|"val"|"test": metrics}
     summary: dict[str, Any]          # summary.json
@@ -100,7 +99,7 @@ class Run:
     def model(self, which: str | None = None) -> nn.Module:
         """The run's model in eval mode: the weights its recipe keeps (its best epoch's, or its last
         epoch's with `restore_best=False`), or `which` "best" / "last"."""
-        from fmbench.training import load_model
+        from fmbench.runs import load_model
 
         model, rc = load_model(self.path, "cpu", which)
         model.run_config = rc        # evaluate/predict use the run's settings and class names
@@ -113,11 +112,11 @@ class Run:
 
 def load_run(path: str | Path) -> Run:
     """A finished run directory as a `Run` (RunDirError when it is unfinished or broken)."""
-    from fmbench.training import read_config
+    from fmbench.spec import read_spec
 
     path = Path(path)
     summary = R.read_summary(path)
-    return Run(path, read_config(path), R.read_epochs(path), R.read_eval(path)["splits"], summary)
+    return Run(path, read_spec(path), R.read_epochs(path), R.read_eval(path)["splits"], summary)
 
 
 def train(name: str, preset: str | None = None, out: str | Path | None = None, data=None, device: str = "auto",
@@ -125,39 +124,37 @@ def train(name: str, preset: str | None = None, out: str | Path | None = None, d
     """Train a registered model (its default preset unless named; `overrides` as `--set`, e.g.
     epochs=3) into `out` (default: runs/NAME-PRESET-seedS-HASH), on `data` (default: load_data()).
     An `out` that holds this run finished is reused, interrupted is resumed; another run there is
-    a ConfigError.
+    a ConfigError. Runtime settings (threads, eval_batch_size, compile, channels_last) are not
+    part of a run's identity: a run trained with threads=2 is reused by threads=1.
     `explain=False` skips recording where the model looks (faster for quick experiments)."""
-    from fmbench import training
+    from fmbench import runs
+    from fmbench.spec import make_spec
 
-    rc = training.make_config(name, preset, {k: str(v) if not isinstance(v, str) else v for k, v in overrides.items()})
+    spec = make_spec(name, preset, {k: v if isinstance(v, str) else str(v) for k, v in overrides.items()})
     data = data if data is not None else load_data()
-    rc = rc.on(data)
-    run_dir = Path(out) if out is not None else training.default_run_dir(rc)
-    log = (lambda s: None) if quiet else _quiet
-    started = (run_dir / R.CONFIG).exists()
-    if started and training.read_config(run_dir).hash != rc.hash:
-        raise ConfigError(f"{run_dir} holds another run (its config.json differs from this one); choose another out")
-    if training.is_complete(run_dir):
-        log(f"reusing the finished run {run_dir}")
-    else:
-        training.train(rc, run_dir, data, device, resume=started, log=log, explain=explain)
+    spec = spec.on(data, device)
+    run_dir = Path(out) if out is not None else runs.run_dir_for(spec)
+    with logs.quiet(quiet):
+        runs.execute(spec, run_dir, data, device, explain=explain)
     return load_run(run_dir)
 
 
 def resume(path: str | Path, data=None, device: str = "auto", quiet: bool = False) -> Run:
     """Continue an interrupted run from its last checkpoint, with the config it recorded (the
     data must be the same data set: RunDirError otherwise); a finished run is returned as it is."""
-    from fmbench import training
+    from fmbench import runs
+    from fmbench.spec import read_spec
 
     path = Path(path)
-    training.read_config(path)                 # a missing or broken run directory fails before the data loads
+    read_spec(path)                            # a missing or broken run directory fails before the data loads
     data = data if data is not None else load_data()
-    training.resume(path, data, device, log=(lambda s: None) if quiet else _quiet)
+    with logs.quiet(quiet):
+        runs.resume(path, data, device)
     return load_run(path)
 
 
 def _loaded(model_or_run: nn.Module | Run | str | Path, device: str | None) -> tuple[nn.Module, Any]:
-    """(model in eval mode, its RunConfig or None). A module given stays where it is unless
+    """(model in eval mode, its RunSpec or None). A module given stays where it is unless
     `device` is named (then it is moved, as `nn.Module.to` does); a run is loaded onto `device`
     (default: auto) with its run's settings (channels_last for a CNN)."""
     from fmbench.runtime import choose_device
@@ -165,7 +162,7 @@ def _loaded(model_or_run: nn.Module | Run | str | Path, device: str | None) -> t
     if isinstance(model_or_run, nn.Module):
         model = model_or_run if device is None else model_or_run.to(choose_device(device))
         return model.eval(), getattr(model_or_run, "run_config", None)
-    from fmbench.training import load_model
+    from fmbench.runs import load_model
 
     path = model_or_run.path if isinstance(model_or_run, Run) else Path(model_or_run)
     model, rc = load_model(path, choose_device(device or "auto"))
@@ -300,11 +297,12 @@ def explain_run(run: Run | str | Path, data=None, *, device: str = "auto", quiet
     """Record where a finished run's model looks into its directory (explain.json, explain.safetensors:
     what `train(explain=True)` writes and the report shows), on `data` (default: load_data()); returns
     the record with its maps "sample_maps" (6, 28, 28) and "class_means" (10, 28, 28) as tensors."""
-    from fmbench.training import explain_existing
+    from fmbench.runs import explain_existing
 
     path = run.path if isinstance(run, Run) else Path(run)
     data = data if data is not None else load_data()
-    explain_existing(path, data, device, log=(lambda s: None) if quiet else _quiet)
+    with logs.quiet(quiet):
+        explain_existing(path, data, device)
     record, maps = R.read_explanation(path)
     return {**record, **{k: torch.from_numpy(v) for k, v in maps.items()}}
 
@@ -329,5 +327,7 @@ def export_onnx(model_or_run: nn.Module | Run | str | Path, path: str | Path, *,
                             data.test_images, opset)
 
 
-__all__ = ["list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
+from fmbench.api.studies import run_study, study_data_size, study_robustness  # noqa: E402
+
+__all__ = ["run_study", "study_data_size", "study_robustness", "list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
            "compare", "explain_images", "explain_run", "export_onnx"]

@@ -1,0 +1,257 @@
+"""The life of a run: spec -> plan -> reuse / resume / train, or evaluate shipped weights -> finish.
+
+Every command that makes a run goes through `execute` (a run trained here) or `evaluate_shipped`
+(shipped weights evaluated into a run directory): `fmbench train`, `fmbench run`, the studies and
+the Python API. This module is the only writer of a complete run directory (`_finish` writes its
+summary.json, last) and the only place a run directory's name is made (`run_dir_for`,
+`shipped_run_dir`). Each writer holds the directory's lock, so a second writer fails at once.
+The files themselves are rundir's; docs/design.md describes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from fmbench import rundir as R
+from fmbench.data.batches import make_splits
+from fmbench.engine import distributed as D
+from fmbench.engine.checkpoint import load_weights
+from fmbench.engine.loop import evaluate, fit
+from fmbench.engine.speed import measure_inference
+from fmbench.errors import ConfigError, RunDirError
+from fmbench.fileio import writer_lock
+from fmbench.models import build_model, count_flops, count_params
+from fmbench.runtime import capture_env, choose_device, choose_precision, seed_everything, set_threads
+from fmbench.spec import RunSpec, read_spec
+
+logger = logging.getLogger(__name__)
+
+
+# names ------------------------------------------------------------------------------------------
+
+def run_dir_for(spec: RunSpec, root: Path = Path("runs")) -> Path:
+    """ROOT/MODEL-PRESET[-nSIZE]-seedS-HASH8: a run's directory, named by its identity."""
+    size = f"-n{spec.train_cfg.train_size}" if spec.train_cfg.train_size else ""
+    return Path(root) / f"{spec.model}-{spec.preset}{size}-seed{spec.train_cfg.seed}-{spec.hash[:8]}"
+
+
+def shipped_run_dir(name: str, root: Path) -> Path:
+    """ROOT/NAME-pretrained: where shipped weights NAME are evaluated."""
+    return Path(root) / f"{name}-pretrained"
+
+
+# plan -------------------------------------------------------------------------------------------
+
+def plan(spec: RunSpec, run_dir: Path) -> str:
+    """What `execute` will do in `run_dir`: "reuse" a finished run of this spec, "resume" an
+    interrupted one, or "train" a new one. A directory holding another run is a ConfigError."""
+    run_dir = Path(run_dir)
+    if not (run_dir / R.CONFIG).exists():
+        return "train"
+    held = read_spec(run_dir)
+    if held.hash != spec.hash:
+        raise ConfigError(f"{run_dir} holds another run (model {held.model}, preset {held.preset}, config "
+                          f"{held.hash}; this one is {spec.hash}); choose another directory")
+    return "reuse" if R.is_complete(run_dir) else "resume"
+
+
+def execute(spec: RunSpec, run_dir: Path, data, device: str = "auto", explain: bool = True, head: str = "") -> Path:
+    """Reuse, resume or train the run `spec` (bound to `data` here if it is not) in `run_dir`.
+    `explain` False skips the saliency maps and their checks (studies train dozens of runs)."""
+    run_dir = Path(run_dir)
+    spec = spec if spec.data is not None else spec.on(data, device)
+    check_same_data(spec, data, run_dir)
+    step = plan(spec, run_dir)
+    head = f"{head}: " if head else ""
+    if step == "reuse":
+        logger.info("%sreusing the finished run %s", head, run_dir)
+        if explain and not (run_dir / R.EXPLAIN).exists():   # finished before fmbench recorded explanations
+            explain_existing(run_dir, data, device)
+        return run_dir
+    logger.info("%s%s %s", head, "resuming the interrupted run" if step == "resume" else "training in", run_dir)
+    return _train(spec if step == "train" else read_spec(run_dir), run_dir, data, device, step == "resume", explain)
+
+
+def resume(run_dir: Path, data, device: str = "auto") -> Path:
+    """Continue an interrupted run from its `last` checkpoint, with the spec it recorded."""
+    spec = read_spec(run_dir)
+    if R.is_complete(run_dir):
+        logger.info("%s is already complete; nothing to resume", run_dir)
+        return Path(run_dir)
+    check_same_data(spec, data, Path(run_dir))
+    return _train(spec, Path(run_dir), data, device, resume=True, explain=True)
+
+
+def check_same_data(spec: RunSpec, data, where: Path) -> None:
+    """A run bound to one data set is never continued or reused on another: one line naming both."""
+    if spec.data is not None and spec.data.get("key") != data.identity["key"]:
+        raise RunDirError(f"{where}: this run was trained on data set {spec.data.get('name')} "
+                          f"(key {spec.data.get('key')}), but the data given is {data.identity['name']} "
+                          f"(key {data.identity['key']}, {data.source}); use the same data or another --out")
+
+
+# train ------------------------------------------------------------------------------------------
+
+def _train(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, explain: bool) -> Path:
+    """Train `spec` in `run_dir` and finish it. The main process holds the writer lock throughout;
+    torchrun's other ranks train beside it and write nothing."""
+    device_name = D.setup(device_name)         # join torchrun's group first: only rank 0 writes
+    if not D.is_main():
+        return _train_locked(spec, run_dir, data, device_name, resume, explain)
+    with writer_lock(run_dir):
+        return _train_locked(spec, run_dir, data, device_name, resume, explain)
+
+
+def _train_locked(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, explain: bool) -> Path:
+    cfg = spec.train_cfg
+    set_threads(cfg.threads)
+    device = choose_device(device_name)
+    precision = choose_precision(cfg.precision, device)
+    splits = make_splits(data, cfg, device)  # a bad split fails before anything is written
+    if D.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            R.write_config(run_dir, spec.to_json())
+        R.write_env(run_dir, capture_env(device, precision, D.world_size(), cfg.batch_size))
+    seed_everything(cfg.seed)
+    model = _runtime_layout(build_model(spec.model, spec.model_cfg).to(device), spec)
+    logger.info("training %s (%s) on %s in %s: %d train, %d val images; run directory %s", spec.model,
+                spec.preset, device, precision, len(splits.train_y), len(splits.val_y), run_dir)
+    result = fit(model, splits, cfg, run_dir, precision, resume=resume)
+    if D.is_main():
+        ips = [r["images_per_s"] for r in R.read_epochs(run_dir)]
+        _finish(spec, run_dir, model, splits, device, precision, data, ("train", "val", "test"), explain, **result,
+                train_images_per_s=round(sum(ips) / len(ips), 1) if ips else None)
+    D.barrier()
+    return run_dir
+
+
+# shipped weights --------------------------------------------------------------------------------
+
+def evaluate_shipped(name: str | Path, run_dir: Path, data, device: str = "auto", head: str = "") -> Path:
+    """Evaluate shipped weights (a name or a .safetensors with its card) into `run_dir`, or reuse
+    the evaluation there when it is of the same weights on the same data set."""
+    from fmbench.weights import load_shipped, read_card
+
+    run_dir, card = Path(run_dir), read_card(name)
+    head = f"{head}: " if head else ""
+    if R.is_complete(run_dir):
+        summary, held = R.read_summary(run_dir), read_spec(run_dir)
+        if (summary.get("weights_sha256") == card["sha256"] and (held.data or {}).get("key") == data.identity["key"]
+                and (run_dir / R.EXPLAIN).exists()):
+            logger.info("%sreusing the evaluation in %s", head, run_dir)
+            return run_dir
+    logger.info("%sevaluating in %s", head, run_dir)
+    if D.is_main():
+        dev = choose_device(device)
+        model, spec = load_shipped(name, dev)
+        spec = spec.on(data, device)
+        precision = choose_precision(spec.train_cfg.precision, dev)
+        with writer_lock(run_dir):
+            R.mark_unfinished(run_dir)
+            R.write_config(run_dir, spec.to_json())
+            R.write_env(run_dir, {**capture_env(dev, precision, 1, spec.train_cfg.batch_size),
+                                  "weights": str(name), "weights_sha256": card["sha256"]})
+            R.write_epochs(run_dir, card.get("curve") or [])
+            logger.info("evaluating shipped %s (%s) on %s in %s", spec.model, card["sha256"][:12], dev, precision)
+            _finish(spec, run_dir, _runtime_layout(model, spec), make_splits(data, spec.train_cfg, dev), dev,
+                    precision, data, ("val", "test"), True, train_time_s=card.get("train_time_s"), epochs_run=card.get("epochs"),
+                    best_epoch=card.get("best_epoch"), stopped_early=False, train_images_per_s=None,
+                    pretrained=True, weights_sha256=card["sha256"], card_test_accuracy=card["test"]["accuracy"])
+    D.barrier()
+    return run_dir
+
+
+# finish -----------------------------------------------------------------------------------------
+
+def _finish(spec: RunSpec, run_dir: Path, model: nn.Module, splits, device: torch.device, precision: str, data,
+            names: tuple[str, ...], explain: bool, **fields: Any) -> None:
+    """Evaluate cleanly on the named splits, record the explanation, then summary.json (last: its
+    presence marks the run complete). `fields` are rundir.Summary's training figures."""
+    metrics = write_evaluation(run_dir, model, spec.train_cfg, precision, splits, names, fields.get("best_epoch"),
+                               data.classes)
+    if explain:
+        record_explanation(run_dir, model, spec, splits.test_x, splits.test_y, precision)
+    speed = measure_inference(model, device, precision, channels_last=spec.train_cfg.channels_last)
+    R.write_summary(run_dir, R.Summary(
+        model=spec.model, preset=spec.preset, config_hash=spec.hash, params=count_params(model),
+        flops_per_image=count_flops(model), **speed, device=str(device), precision=precision,
+        test_hash=data.test_hash, test_accuracy=metrics["test"]["accuracy"],
+        test_f1_weighted=metrics["test"]["f1_weighted"], **fields))
+
+
+def write_evaluation(run_dir: Path, model: nn.Module, cfg, precision: str, splits, names: tuple[str, ...],
+                     best_epoch: int | None, classes: tuple[str, ...] | list[str] | None = None) -> dict[str, dict]:
+    """Evaluate `model` cleanly on the named splits (test last); write eval.json and test_outputs.
+    `classes` names the per-class rows (the data set's class names)."""
+    metrics, probs = {}, None
+    for name in names:
+        metrics[name], p = evaluate(model, *splits.of(name), cfg, precision)
+        for row, cls in zip(metrics[name]["per_class"], classes or ()):
+            row["class"] = cls
+        if name == "test":
+            probs = p
+        logger.info("%5s: loss %.4f  accuracy %.4f  weighted F1 %.4f", name, metrics[name]["loss"],
+                    metrics[name]["accuracy"], metrics[name]["f1_weighted"])
+    R.write_eval(run_dir, best_epoch, metrics)
+    R.write_outputs(run_dir, probs, splits.test_y)
+    return metrics
+
+
+def record_explanation(run_dir: Path, model: nn.Module, spec: RunSpec, test_x: torch.Tensor, test_y: torch.Tensor,
+                       precision: str) -> None:
+    """Where the model looks, and how faithfully: explain.json + explain.safetensors (explain/record.py)."""
+    from fmbench.explain.record import record_explanations
+
+    record_explanations(run_dir, model, spec.model, spec.model_cfg, spec.family, test_x, test_y, precision)
+
+
+def explain_existing(run_dir: Path, data, device: str = "auto") -> None:
+    """Add the explanation to a complete trained run written before fmbench recorded one."""
+    run_dir = Path(run_dir)
+    if not R.is_complete(run_dir):
+        raise RunDirError(f"{run_dir}: not a complete run (finish or resume it first)")
+    model, spec = load_model(run_dir, choose_device(device))
+    check_same_data(spec, data, run_dir)
+    with writer_lock(run_dir):
+        record_explanation(run_dir, model, spec, data.test_images, data.test_labels,
+                           choose_precision(spec.train_cfg.precision, next(model.parameters()).device))
+
+
+# the run's model --------------------------------------------------------------------------------
+
+def weights_file(run_dir: Path, spec: RunSpec) -> Path:
+    """The file holding the run's model: its best epoch's weights, or its last epoch's when the
+    recipe keeps the last (`restore_best=False`, Keras' EarlyStopping default)."""
+    return Path(run_dir) / (R.BEST if spec.train_cfg.restore_best else R.LAST)
+
+
+def load_model(run_dir: Path, device: torch.device | str = "cpu", which: str | None = None) -> tuple[nn.Module, RunSpec]:
+    """The run's model (`which` None: the weights its recipe keeps; "best" or "last"), in eval mode."""
+    spec = read_spec(run_dir)
+    model = build_model(spec.model, spec.model_cfg).to(device)
+    path = weights_file(run_dir, spec) if which is None else Path(run_dir) / {"best": R.BEST, "last": R.LAST}[which]
+    load_weights(model, path)
+    return model.eval(), spec
+
+
+def load_models(run_dirs: list[Path], names: list[str], device):
+    """The models a command names, in its order: run directories (the weights each recipe keeps),
+    then shipped weights by name or path. Yields (source, model, spec), source being the run
+    directory (a Path) or the shipped name (a str); serve and the robustness study label them."""
+    from fmbench.weights import load_shipped
+
+    for d in run_dirs:
+        yield (Path(d), *load_model(Path(d), device))
+    for n in names:
+        yield (n, *load_shipped(n, device))
+
+
+def _runtime_layout(model: nn.Module, spec: RunSpec) -> nn.Module:
+    """The model in the memory layout its run uses (channels_last for the CNNs where set)."""
+    return model.to(memory_format=torch.channels_last) if spec.train_cfg.channels_last else model
