@@ -163,3 +163,33 @@ def test_messages_go_through_logging_and_the_cli_sets_how_much(run_cli, tiny_idx
         assert code == 0 and "parsed" not in err
     finally:
         root.setLevel(logging.INFO)
+
+
+def test_a_run_finished_without_the_test_set_is_evaluated_on_it_when_asked(tmp_path, monkeypatch):
+    stub_speed(monkeypatch)
+    data = tiny_dataset()
+    spec = _spec().on(data, "cpu")
+    seen = []
+    run_dir = runs.execute(spec, tmp_path / "run", data, "cpu", test=False,
+                           on_epoch=lambda epoch, record: seen.append(record["val_accuracy"]) and False)
+    assert len(seen) == spec.train_cfg.epochs
+    summary = R.read_summary(run_dir)
+    assert summary["test_accuracy"] is None and not (run_dir / R.OUTPUTS).exists()
+    assert set(R.read_eval(run_dir, test=False)["splits"]) == {"train", "val"}
+    with pytest.raises(RunDirError, match="no 'test' split"):
+        R.read_eval(run_dir)
+    weights = (run_dir / R.BEST).read_bytes()
+    runs.execute(spec, run_dir, data, "cpu", explain=False)            # now chosen: its test, once
+    after = R.read_summary(run_dir)
+    assert 0 <= after["test_accuracy"] <= 1 and (run_dir / R.OUTPUTS).exists()
+    assert (run_dir / R.BEST).read_bytes() == weights                  # not trained again
+    assert {k: after[k] for k in ("epochs_run", "best_epoch", "train_time_s")} == \
+        {k: summary[k] for k in ("epochs_run", "best_epoch", "train_time_s")}
+
+
+def test_on_epoch_returning_true_stops_a_run(tmp_path, monkeypatch):
+    stub_speed(monkeypatch)
+    data = tiny_dataset()
+    run_dir = runs.execute(_spec(epochs="3").on(data, "cpu"), tmp_path / "run", data, "cpu", test=False,
+                           on_epoch=lambda epoch, record: epoch == 1)
+    assert R.read_summary(run_dir)["epochs_run"] == 1

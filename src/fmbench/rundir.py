@@ -172,14 +172,15 @@ def write_eval(run_dir: Path, best_epoch: int | None, splits: dict[str, dict[str
     write_json(Path(run_dir) / EVAL, {"best_epoch": best_epoch, "splits": splits})
 
 
-def read_eval(run_dir: Path, n_classes: int | None = None) -> dict[str, Any]:
-    """eval.json, every split checked for its fields and `n_classes` (default: the test split's)."""
+def read_eval(run_dir: Path, n_classes: int | None = None, test: bool = True) -> dict[str, Any]:
+    """eval.json, every split checked for its fields and `n_classes` (default: the first split's);
+    `test` False accepts a run finished without the test set (a search's trial)."""
     path = Path(run_dir) / EVAL
     ev = read_json(path)
-    _need(isinstance(ev, dict) and isinstance(ev.get("splits"), dict), path, "no 'splits' object")
-    _need(isinstance(ev["splits"].get("test"), dict), path, "no 'test' split")
+    _need(isinstance(ev, dict) and isinstance(ev.get("splits"), dict) and ev["splits"], path, "no 'splits' object")
+    _need(not test or isinstance(ev["splits"].get("test"), dict), path, "no 'test' split")
     if n_classes is None:
-        n_classes = len(ev["splits"]["test"].get("per_class") or ())
+        n_classes = len(next(iter(ev["splits"].values())).get("per_class") or ())
     for name, sp in ev["splits"].items():
         missing = [k for k in SPLIT_KEYS if k not in sp]
         _need(not missing, path, f"split {name!r} lacks {', '.join(missing)}")
@@ -277,8 +278,8 @@ class Summary:
     device: str
     precision: str
     test_hash: str                         # Dataset.test_hash of the test set evaluated
-    test_accuracy: float
-    test_f1_weighted: float
+    test_accuracy: float | None            # None: finished without a test evaluation (a search's trial)
+    test_f1_weighted: float | None
     pretrained: bool = False               # shipped weights evaluated, not trained here
     monitor: str | None = None             # early stopping's metric and its best value
     best_value: float | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -60,9 +60,13 @@ def plan(spec: RunSpec, run_dir: Path) -> str:
     return "reuse" if R.is_complete(run_dir) else "resume"
 
 
-def execute(spec: RunSpec, run_dir: Path, data, device: str = "auto", explain: bool = True, head: str = "") -> Path:
+def execute(spec: RunSpec, run_dir: Path, data, device: str = "auto", explain: bool = True, head: str = "",
+            test: bool = True, on_epoch: Callable[[int, dict[str, Any]], bool] | None = None) -> Path:
     """Reuse, resume or train the run `spec` (bound to `data` here if it is not) in `run_dir`.
-    `explain` False skips the saliency maps and their checks (studies train dozens of runs)."""
+    `explain` False skips the saliency maps and their checks (studies train dozens of runs).
+    `test` False finishes the run without touching the test set (a search's trials choose on the
+    validation split alone); a later `execute` with `test` True evaluates it then. `on_epoch` is
+    `engine.loop.fit`'s: called with each epoch's record, True stops training (a pruned trial)."""
     run_dir = Path(run_dir)
     spec = spec if spec.data is not None else spec.on(data, device)
     check_same_data(spec, data, run_dir)
@@ -70,11 +74,14 @@ def execute(spec: RunSpec, run_dir: Path, data, device: str = "auto", explain: b
     head = f"{head}: " if head else ""
     if step == "reuse":
         logger.info("%sreusing the finished run %s", head, run_dir)
-        if explain and not (run_dir / R.EXPLAIN).exists():   # finished before fmbench recorded explanations
+        if test and R.read_summary(run_dir).get("test_accuracy") is None:    # a trial chosen for its test
+            _evaluate_test(read_spec(run_dir), run_dir, data, device, explain)
+        elif explain and test and not (run_dir / R.EXPLAIN).exists():   # finished before fmbench recorded them
             explain_existing(run_dir, data, device)
         return run_dir
     logger.info("%s%s %s", head, "resuming the interrupted run" if step == "resume" else "training in", run_dir)
-    return _train(spec if step == "train" else read_spec(run_dir), run_dir, data, device, step == "resume", explain)
+    return _train(spec if step == "train" else read_spec(run_dir), run_dir, data, device, step == "resume",
+                  explain, test, on_epoch)
 
 
 def resume(run_dir: Path, data, device: str = "auto") -> Path:
@@ -84,7 +91,7 @@ def resume(run_dir: Path, data, device: str = "auto") -> Path:
         logger.info("%s is already complete; nothing to resume", run_dir)
         return Path(run_dir)
     check_same_data(spec, data, Path(run_dir))
-    return _train(spec, Path(run_dir), data, device, resume=True, explain=True)
+    return _train(spec, Path(run_dir), data, device, resume=True, explain=True, test=True)
 
 
 def check_same_data(spec: RunSpec, data, where: Path) -> None:
@@ -97,17 +104,19 @@ def check_same_data(spec: RunSpec, data, where: Path) -> None:
 
 # train ------------------------------------------------------------------------------------------
 
-def _train(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, explain: bool) -> Path:
+def _train(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, explain: bool, test: bool,
+           on_epoch=None) -> Path:
     """Train `spec` in `run_dir` and finish it. The main process holds the writer lock throughout;
     torchrun's other ranks train beside it and write nothing."""
     device_name = D.setup(device_name)         # join torchrun's group first: only rank 0 writes
     if not D.is_main():
-        return _train_locked(spec, run_dir, data, device_name, resume, explain)
+        return _train_locked(spec, run_dir, data, device_name, resume, explain, test, on_epoch)
     with writer_lock(run_dir):
-        return _train_locked(spec, run_dir, data, device_name, resume, explain)
+        return _train_locked(spec, run_dir, data, device_name, resume, explain, test, on_epoch)
 
 
-def _train_locked(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, explain: bool) -> Path:
+def _train_locked(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, explain: bool, test: bool,
+                  on_epoch) -> Path:
     cfg = spec.train_cfg
     set_threads(cfg.threads)
     device = choose_device(device_name)
@@ -122,13 +131,28 @@ def _train_locked(spec: RunSpec, run_dir: Path, data, device_name: str, resume: 
     model = _runtime_layout(build_model(spec.model, spec.model_cfg).to(device), spec)
     logger.info("training %s (%s) on %s in %s: %d train, %d val images; run directory %s", spec.model,
                 spec.preset, device, precision, len(splits.train_y), len(splits.val_y), run_dir)
-    result = fit(model, splits, cfg, run_dir, precision, resume=resume)
+    result = fit(model, splits, cfg, run_dir, precision, resume=resume, on_epoch=on_epoch)
     if D.is_main():
         ips = [r["images_per_s"] for r in R.read_epochs(run_dir)]
-        _finish(spec, run_dir, model, splits, device, precision, data, ("train", "val", "test"), explain, **result,
+        _finish(spec, run_dir, model, splits, device, precision, data, ("train", "val", "test")[:3 if test else 2],
+                explain and test, **result,
                 train_images_per_s=round(sum(ips) / len(ips), 1) if ips else None)
     D.barrier()
     return run_dir
+
+
+def _evaluate_test(spec: RunSpec, run_dir: Path, data, device: str, explain: bool) -> None:
+    """Finish again, with the test set, a run finished without it: the same weights and figures."""
+    kept = ("train_time_s", "epochs_run", "best_epoch", "stopped_early", "train_images_per_s", "monitor", "best_value")
+    summary = R.read_summary(run_dir)
+    dev = choose_device(device)
+    model, _ = load_model(run_dir, dev)
+    precision = choose_precision(spec.train_cfg.precision, dev)
+    logger.info("evaluating %s on the test set", run_dir)
+    with writer_lock(run_dir):
+        R.mark_unfinished(run_dir)
+        _finish(spec, run_dir, _runtime_layout(model, spec), make_splits(data, spec.train_cfg, dev), dev, precision,
+                data, ("train", "val", "test"), explain, **{k: summary.get(k) for k in kept})
 
 
 # shipped weights --------------------------------------------------------------------------------
@@ -175,14 +199,15 @@ def _finish(spec: RunSpec, run_dir: Path, model: nn.Module, splits, device: torc
     presence marks the run complete). `fields` are rundir.Summary's training figures."""
     metrics = write_evaluation(run_dir, model, spec.train_cfg, precision, splits, names, fields.get("best_epoch"),
                                data.classes)
+    test = metrics.get("test", {})
     if explain:
         record_explanation(run_dir, model, spec, splits.test_x, splits.test_y, precision)
     speed = measure_inference(model, device, precision, channels_last=spec.train_cfg.channels_last)
     R.write_summary(run_dir, R.Summary(
         model=spec.model, preset=spec.preset, config_hash=spec.hash, params=count_params(model),
         flops_per_image=count_flops(model), **speed, device=str(device), precision=precision,
-        test_hash=data.test_hash, test_accuracy=metrics["test"]["accuracy"],
-        test_f1_weighted=metrics["test"]["f1_weighted"], **fields))
+        test_hash=data.test_hash, test_accuracy=test.get("accuracy"), test_f1_weighted=test.get("f1_weighted"),
+        **fields))
 
 
 def write_evaluation(run_dir: Path, model: nn.Module, cfg, precision: str, splits, names: tuple[str, ...],
@@ -199,7 +224,8 @@ def write_evaluation(run_dir: Path, model: nn.Module, cfg, precision: str, split
         logger.info("%5s: loss %.4f  accuracy %.4f  weighted F1 %.4f", name, metrics[name]["loss"],
                     metrics[name]["accuracy"], metrics[name]["f1_weighted"])
     R.write_eval(run_dir, best_epoch, metrics)
-    R.write_outputs(run_dir, probs, splits.test_y)
+    if probs is not None:
+        R.write_outputs(run_dir, probs, splits.test_y)
     return metrics
 
 
