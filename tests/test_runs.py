@@ -187,9 +187,40 @@ def test_a_run_finished_without_the_test_set_is_evaluated_on_it_when_asked(tmp_p
         {k: summary[k] for k in ("epochs_run", "best_epoch", "train_time_s")}
 
 
-def test_on_epoch_returning_true_stops_a_run(tmp_path, monkeypatch):
+def test_a_run_cut_short_by_on_epoch_is_continued_not_reused(tmp_path, monkeypatch):
     stub_speed(monkeypatch)
     data = tiny_dataset()
-    run_dir = runs.execute(_spec(epochs="3").on(data, "cpu"), tmp_path / "run", data, "cpu", test=False,
-                           on_epoch=lambda epoch, record: epoch == 1)
-    assert R.read_summary(run_dir)["epochs_run"] == 1
+    spec = _spec(epochs="3").on(data, "cpu")
+    run_dir = runs.execute(spec, tmp_path / "run", data, "cpu", test=False, on_epoch=lambda epoch, record: epoch == 1)
+    summary = R.read_summary(run_dir)
+    assert summary["epochs_run"] == 1 and summary["cut_short"] is True
+    assert runs.plan(spec, run_dir) == "resume"
+    runs.execute(spec, run_dir, data, "cpu", explain=False)
+    summary = R.read_summary(run_dir)
+    assert summary["epochs_run"] == 3 and summary["cut_short"] is False and summary["test_accuracy"] is not None
+    assert [r["epoch"] for r in R.read_epochs(run_dir)] == [1, 2, 3]
+
+
+def test_a_run_is_resumed_on_the_kind_of_device_it_recorded(tmp_path, monkeypatch):
+    stub_speed(monkeypatch)
+    data = tiny_dataset()
+    run_dir = runs.execute(_spec().on(data, "cpu"), tmp_path / "run", data, "cpu", explain=False)
+    (run_dir / R.SUMMARY).unlink()                                       # interrupted before its summary
+    config = json.loads((run_dir / R.CONFIG).read_text())
+    (run_dir / R.CONFIG).write_text(json.dumps({**config, "device": "cuda"}))
+    with pytest.raises(ConfigError, match="trained on cuda; resume it there"):
+        runs.resume(run_dir, data, "cpu")
+    with pytest.raises(ConfigError, match="on cuda, this one on cpu"):
+        runs.execute(_spec().on(data, "cpu"), run_dir, data, "cpu")
+
+
+def test_a_resumed_format_1_run_is_rewritten_in_format_2(tmp_path, monkeypatch):
+    stub_speed(monkeypatch)
+    run_dir = shutil.copytree(V1_RUN, tmp_path / "run-v1")
+    (run_dir / R.SUMMARY).unlink()                                       # as if interrupted after its last epoch
+    data = fmbench.load_data(write_tiny_idx(tmp_path / "idx"), verify=False, download=False,
+                             cache_dir=tmp_path / "cache")
+    runs.resume(run_dir, data, "auto")
+    raw = json.loads((run_dir / R.CONFIG).read_text())
+    assert raw["format_version"] == 2 and raw["data"]["test_hash"] == data.test_hash
+    assert raw["config_hash"] == R.read_summary(run_dir)["config_hash"] == read_spec(run_dir).hash

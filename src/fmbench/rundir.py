@@ -1,7 +1,7 @@
 """The run directory's format: file names, format version, records, and their writers and readers.
 
 Everything that writes or reads a run directory goes through this module: the training loop
-(epoch records, checkpoint names), `training` (config, env, evaluation, summary), shipped weights
+(epoch records, checkpoint names), `runs` (config, env, evaluation, summary), shipped weights
 (cards, evaluation-only runs), the report (`report.runs.load_run`) and the test fixtures.
 docs/design.md describes the same layout; tests/test_rundir.py holds the two together.
 
@@ -285,6 +285,7 @@ class Summary:
     best_value: float | None = None
     weights_sha256: str | None = None      # pretrained: the shipped file's SHA-256
     card_test_accuracy: float | None = None  # pretrained: the accuracy its card records
+    cut_short: bool = False                # stopped by its caller before its epochs ran out (a pruned trial)
     status: str = "complete"
 
 

@@ -11,6 +11,7 @@ The files themselves are rundir's; docs/design.md describes them.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ from fmbench.errors import ConfigError, RunDirError
 from fmbench.fileio import writer_lock
 from fmbench.models import build_model, count_flops, count_params
 from fmbench.runtime import capture_env, choose_device, choose_precision, seed_everything, set_threads
+from fmbench.config import RUNTIME_KEYS
 from fmbench.spec import RunSpec, read_spec
 
 logger = logging.getLogger(__name__)
@@ -49,15 +51,20 @@ def shipped_run_dir(name: str, root: Path) -> Path:
 
 def plan(spec: RunSpec, run_dir: Path) -> str:
     """What `execute` will do in `run_dir`: "reuse" a finished run of this spec, "resume" an
-    interrupted one, or "train" a new one. A directory holding another run is a ConfigError."""
+    interrupted (or cut-short) one, or "train" a new one. A directory holding another run is a
+    ConfigError; one holding a run on other data a RunDirError."""
     run_dir = Path(run_dir)
     if not (run_dir / R.CONFIG).exists():
         return "train"
     held = read_spec(run_dir)
+    check_same_data(held, spec.data or {}, run_dir)
     if held.hash != spec.hash:
+        where = f" on {held.device}, this one on {spec.device}" if held.device != spec.device else ""
         raise ConfigError(f"{run_dir} holds another run (model {held.model}, preset {held.preset}, config "
-                          f"{held.hash}; this one is {spec.hash}); choose another directory")
-    return "reuse" if R.is_complete(run_dir) else "resume"
+                          f"{held.hash}{where}; this one is {spec.hash}); choose another directory")
+    if R.is_complete(run_dir) and not R.read_summary(run_dir).get("cut_short"):
+        return "reuse"
+    return "resume"
 
 
 def execute(spec: RunSpec, run_dir: Path, data, device: str = "auto", explain: bool = True, head: str = "",
@@ -66,40 +73,52 @@ def execute(spec: RunSpec, run_dir: Path, data, device: str = "auto", explain: b
     `explain` False skips the saliency maps and their checks (studies train dozens of runs).
     `test` False finishes the run without touching the test set (a search's trials choose on the
     validation split alone); a later `execute` with `test` True evaluates it then. `on_epoch` is
-    `engine.loop.fit`'s: called with each epoch's record, True stops training (a pruned trial)."""
+    `engine.loop.fit`'s: called with each epoch's record, True stops training there; such a run is
+    marked cut short and a later `execute` continues it instead of reusing it (a pruned trial)."""
     run_dir = Path(run_dir)
+    device = D.setup(device)                   # join torchrun's group first: only rank 0 writes
     spec = spec if spec.data is not None else spec.on(data, device)
-    check_same_data(spec, data, run_dir)
     step = plan(spec, run_dir)
     head = f"{head}: " if head else ""
     if step == "reuse":
         logger.info("%sreusing the finished run %s", head, run_dir)
-        if test and R.read_summary(run_dir).get("test_accuracy") is None:    # a trial chosen for its test
+        if D.is_main() and test and R.read_summary(run_dir).get("test_accuracy") is None:   # chosen: its test
             _evaluate_test(read_spec(run_dir), run_dir, data, device, explain)
-        elif explain and test and not (run_dir / R.EXPLAIN).exists():   # finished before fmbench recorded them
+        elif D.is_main() and explain and test and not (run_dir / R.EXPLAIN).exists():   # from before explanations
             explain_existing(run_dir, data, device)
+        D.barrier()
         return run_dir
     logger.info("%s%s %s", head, "resuming the interrupted run" if step == "resume" else "training in", run_dir)
-    return _train(spec if step == "train" else read_spec(run_dir), run_dir, data, device, step == "resume",
-                  explain, test, on_epoch)
+    if step == "resume":                       # as recorded, with the runtime settings asked for now
+        held = read_spec(run_dir)
+        spec = replace(held, train_cfg=replace(held.train_cfg, **{k: getattr(spec.train_cfg, k) for k in RUNTIME_KEYS}))
+    return _train(spec, run_dir, data, device, step == "resume", explain, test, on_epoch)
 
 
 def resume(run_dir: Path, data, device: str = "auto") -> Path:
-    """Continue an interrupted run from its `last` checkpoint, with the spec it recorded."""
+    """Continue an interrupted run from its `last` checkpoint, with the spec it recorded, on the kind
+    of device it recorded ("auto" picks that one; another kind is a ConfigError)."""
     spec = read_spec(run_dir)
-    if R.is_complete(run_dir):
+    if R.is_complete(run_dir) and not R.read_summary(run_dir).get("cut_short"):
         logger.info("%s is already complete; nothing to resume", run_dir)
         return Path(run_dir)
     check_same_data(spec, data, Path(run_dir))
+    device = spec.device if device == "auto" and spec.device else device
+    if spec.device and choose_device(D.setup(device)).type != spec.device:
+        raise ConfigError(f"{run_dir}: this run was trained on {spec.device}; resume it there "
+                          f"(--device {spec.device}), not on {choose_device(device).type}")
     return _train(spec, Path(run_dir), data, device, resume=True, explain=True, test=True)
 
 
 def check_same_data(spec: RunSpec, data, where: Path) -> None:
-    """A run bound to one data set is never continued or reused on another: one line naming both."""
-    if spec.data is not None and spec.data.get("key") != data.identity["key"]:
+    """A run bound to one data set is never continued or reused on another: one line naming both.
+    `data` is a loaded data set or its identity (Dataset.identity)."""
+    identity = data if isinstance(data, dict) else data.identity
+    source = getattr(data, "source", "the data given")
+    if spec.data is not None and identity and spec.data.get("key") != identity.get("key"):
         raise RunDirError(f"{where}: this run was trained on data set {spec.data.get('name')} "
-                          f"(key {spec.data.get('key')}), but the data given is {data.identity['name']} "
-                          f"(key {data.identity['key']}, {data.source}); use the same data or another --out")
+                          f"(key {spec.data.get('key')}), but the data given is {identity.get('name')} "
+                          f"(key {identity.get('key')}, {source}); use the same data or another --out")
 
 
 # train ------------------------------------------------------------------------------------------
@@ -108,7 +127,7 @@ def _train(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, e
            on_epoch=None) -> Path:
     """Train `spec` in `run_dir` and finish it. The main process holds the writer lock throughout;
     torchrun's other ranks train beside it and write nothing."""
-    device_name = D.setup(device_name)         # join torchrun's group first: only rank 0 writes
+    device_name = D.setup(device_name)
     if not D.is_main():
         return _train_locked(spec, run_dir, data, device_name, resume, explain, test, on_epoch)
     with writer_lock(run_dir):
@@ -117,6 +136,8 @@ def _train(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, e
 
 def _train_locked(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, explain: bool, test: bool,
                   on_epoch) -> Path:
+    if spec.data is not None and spec.data.get("key") == data.identity["key"]:
+        spec = replace(spec, data=data.identity)   # a run recorded before the identity named its test set
     cfg = spec.train_cfg
     set_threads(cfg.threads)
     device = choose_device(device_name)
@@ -124,8 +145,8 @@ def _train_locked(spec: RunSpec, run_dir: Path, data, device_name: str, resume: 
     splits = make_splits(data, cfg, device)  # a bad split fails before anything is written
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            R.write_config(run_dir, spec.to_json())
+        R.mark_unfinished(run_dir)             # a cut-short run continued is complete again only once finished
+        R.write_config(run_dir, spec.to_json())   # on resume: as recorded, in this version's format
         R.write_env(run_dir, capture_env(device, precision, D.world_size(), cfg.batch_size))
     seed_everything(cfg.seed)
     model = _runtime_layout(build_model(spec.model, spec.model_cfg).to(device), spec)
@@ -163,6 +184,7 @@ def evaluate_shipped(name: str | Path, run_dir: Path, data, device: str = "auto"
     from fmbench.weights import load_shipped, read_card
 
     run_dir, card = Path(run_dir), read_card(name)
+    device = D.setup(device)
     head = f"{head}: " if head else ""
     if R.is_complete(run_dir):
         summary, held = R.read_summary(run_dir), read_spec(run_dir)

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fmbench {__version__}")
     talk = parser.add_mutually_exclusive_group()
-    talk.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors (progress bars stay)")
+    talk.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors (progress bars and per-epoch lines stay)")
     talk.add_argument("-v", "--verbose", action="store_true", help="show debugging messages too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in SUBCOMMANDS:

@@ -181,6 +181,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
                dynamic_ncols=True, mininterval=0.5, disable=not main, leave=False)
     on_step = _divergence_check(state, run_dir, bar, 1 if device.type == "cpu" else 25)
     stopped_early = state.stopper.should_stop  # a resumed run that had already stopped early trains no more
+    cut_short = False                          # stopped by on_epoch before its epochs ran out
     try:
         while state.epoch < cfg.epochs and not stopped_early:
             record = run_epoch(net, raw, splits, cfg, state, precision, on_step)
@@ -192,7 +193,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
                           f"val_acc {record['val_accuracy']:.4f} val_f1 {record['val_f1']:.4f}  "
                           f"{record['epoch_time_s']:.1f}s {record['images_per_s']:.0f} img/s"
                           f"{'  *' if improved else ''}", file=sys.stderr)
-            if on_epoch is not None and on_epoch(state.epoch, record):
+            if on_epoch is not None and D.broadcast_flag(bool(on_epoch(state.epoch, record)), device):
+                cut_short = state.epoch < cfg.epochs
                 break
             if D.broadcast_flag(state.stopper.should_stop, device):
                 stopped_early = state.epoch < cfg.epochs
@@ -208,4 +210,4 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         load_weights(raw, run_dir / R.BEST)
     return {"train_time_s": round(state.train_time_s, 2), "epochs_run": state.epoch,
             "best_epoch": state.stopper.best_epoch, "stopped_early": stopped_early, "monitor": cfg.monitor,
-            "best_value": state.stopper.best}
+            "best_value": state.stopper.best, "cut_short": cut_short}

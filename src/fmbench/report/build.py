@@ -7,8 +7,8 @@ temporary directory inside OUT_DIR and moved into place only when everything suc
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from fmbench.report.looks import looks_section
 from fmbench.report.studies import find_study, study_section
 from fmbench.report.runs import RunRecord, load_runs
 from fmbench.report.tiers import answer, tier_pairs, tiers_section
+
+logger = logging.getLogger(__name__)
 
 TOP_PAIRS = 5           # most confused (true, predicted) pairs per model
 EXAMPLES_PER_PAIR = 4
@@ -458,7 +460,7 @@ def find_test_images(n_test: int, test_hash: str, data_dir: str | Path | None = 
     try:
         ds = load_fashion_mnist(data_dir, download=download)
     except DataError as e:
-        print(f"fmbench: warning: example images omitted: {e}", file=sys.stderr)
+        logger.warning("warning: example images omitted: %s", e)
         return None, f"the test images could not be loaded ({e})"
     if ds.test_hash != test_hash:
         return None, (f"the test images found ({ds.source}, test_hash {ds.test_hash[:12]}) are not "
