@@ -107,7 +107,7 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
     weights = out_dir / f"{name}.safetensors"
     save_tensors(weights, state, metadata={"model": rc.model, "format": "fmbench-weights-1"})
     run_test = R.read_eval(run_dir)["splits"]["test"]
-    card = R.card_record(
+    card = R.card_record(**{**dict(
         name=name, model=rc.model, sha256=sha256_file(weights), dtype=str(dtype).removeprefix("torch."),
         bytes=weights.stat().st_size, config={k: v for k, v in rc.to_json().items() if k != "format_version"},
         command=command or env.get("command"), seed=rc.train_cfg.seed, epochs=summary["epochs_run"],
@@ -116,7 +116,7 @@ def ship_run(run_dir: Path, name: str, data, out_dir: Path = WEIGHTS_DIR, dtype:
         machine={k: env.get(k) for k in ("cpu", "device", "threads", "precision", "platform", "torch",
                                          "git_commit", "started")},
         test_hash=data.test_hash, run_test={k: run_test[k] for k in ("accuracy", "f1_weighted", "loss")},
-        curve=R.read_epochs(run_dir), test={}, **(extra or {}))
+        curve=R.read_epochs(run_dir), test={}), **(extra or {})})   # extra may correct a field (train_time_s)
     write_json(weights.with_suffix(".json"), card)  # provisional ("test" empty): lets load_shipped verify
     model, _ = load_shipped(weights, "cpu")
     if rc.train_cfg.channels_last:
