@@ -1,6 +1,6 @@
 """`fmbench tune` (fmbench.tuning, fmbench.tune, the CLI): a search writes best.json and tune.md,
 prunes, continues where it stopped, shares one storage between two processes, refuses bad input
-with one line. On a few hundred tiny
+with one line, and its recipe trains again (`fmbench train --recipe`). On a few hundred tiny
 images whose class shows, so that the recipe moves the validation accuracy; seconds per test."""
 
 from __future__ import annotations
@@ -122,6 +122,23 @@ def test_a_search_continues_to_its_trial_count_without_training_again(searched):
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
 
 
+def test_the_recipe_trains_again_with_its_values(searched, run_cli, idx, tmp_path, monkeypatch, data):
+    best_file = searched.out / "best.json"
+    best = read_json(best_file)
+    stub_speed(monkeypatch)
+    # the recipe is the chosen trial: in its own directory the same run is found, nothing trained
+    run = fmbench.train("cnn_seed", recipe=best_file, out=searched.out / best["run_dir"], data=data, device="cpu",
+                        quiet=True, explain=False)
+    assert run.evaluation["val"]["accuracy"] == best["value"]
+    code, out, err = run_cli("train", "cnn_seed", "--recipe", best_file, "--set", "epochs=1", "--out", tmp_path / "r",
+                             "--data-dir", idx, "--no-verify", "--no-download", "--device", "cpu")
+    assert code == 0, err
+    cfg = read_json(tmp_path / "r" / "config.json")["train_config"]
+    assert cfg["epochs"] == 1                                             # --set on top of the recipe
+    assert cfg["lr"] == best["overrides"]["lr"] and cfg["weight_decay"] == best["overrides"]["weight_decay"]
+    assert read_json(tmp_path / "r" / "config.json")["model_config"]["dropout"] == best["overrides"]["dropout"]
+
+
 def test_a_pruned_trial_stops_and_is_reported(tmp_path, data, monkeypatch):
     stub_speed(monkeypatch)
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
@@ -191,6 +208,12 @@ def test_two_workers_share_one_storage_and_choose_as_one_worker(tmp_path, idx, d
 
 # ---------------------------------------------------------------- bad input: one line, exit 2
 
+def _recipe_of_another_model(tmp_path: Path) -> Path:
+    path = tmp_path / "vit.json"
+    path.write_text(json.dumps({"model": "vit_seed", "preset": "fast", "overrides": {"lr": 1e-3}}))
+    return path
+
+
 BAD = {
     "unknown storage scheme": (["--storage", "redis://localhost/0"], "unknown scheme 'redis'"),
     "unreachable database": (["--storage", "sqlite:////nonexistent-dir/study.db"], "cannot reach the database"),
@@ -215,6 +238,14 @@ def test_bad_input_is_one_line_and_exit_2(case, run_cli, idx, tmp_path):
                              "--no-verify", "--no-download", "--device", "cpu")
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("fmbench: error: ") and message in err, err
+
+
+def test_a_recipe_of_another_model_is_refused(run_cli, tmp_path, idx):
+    code, _, err = run_cli("train", "cnn_seed", "--recipe", _recipe_of_another_model(tmp_path), "--data-dir", idx,
+                           "--no-verify", "--no-download")
+    assert code == 2 and len(err.splitlines()) == 1 and "is a recipe for vit_seed, not cnn_seed" in err
+    with pytest.raises(ConfigError, match="recipe for vit_seed"):
+        fmbench.train("cnn_seed", recipe=_recipe_of_another_model(tmp_path), data=object())
 
 
 def test_a_directory_holding_another_search_is_refused(run_cli, searched, idx):
