@@ -25,7 +25,7 @@ from fmbench.data.idx import idx_bytes
 from fmbench.errors import ConfigError
 from fmbench.models import REGISTRY
 
-optuna = pytest.importorskip("optuna")
+optuna = pytest.importorskip("optuna", reason="optuna is a test dependency (pip install -e '.[test]')")
 
 # 160 train images -> 120 train / 40 val; 2 epochs of 8 steps; one thread.
 SETS = {"epochs": 2, "batch_size": 16, "val_fraction": 0.25, "precision": "fp32", "eval_batch_size": 256,
@@ -246,6 +246,15 @@ def test_a_recipe_of_another_model_is_refused(run_cli, tmp_path, idx):
     assert code == 2 and len(err.splitlines()) == 1 and "is a recipe for vit_seed, not cnn_seed" in err
     with pytest.raises(ConfigError, match="recipe for vit_seed"):
         fmbench.train("cnn_seed", recipe=_recipe_of_another_model(tmp_path), data=object())
+
+
+def test_without_optuna_tune_says_how_to_install_it_and_recipes_still_read(run_cli, searched, monkeypatch, idx):
+    monkeypatch.setitem(sys.modules, "optuna", None)      # `import optuna` raises ImportError
+    code, _, err = run_cli("tune", "cnn_seed", "--trials", "1", "--data-dir", idx, "--no-verify", "--no-download")
+    assert code == 2 and err == "fmbench: error: fmbench tune needs Optuna: pip install 'fmbench[tune]'\n"
+    from fmbench.tuning.recipe import read_recipe
+
+    assert read_recipe(searched.out / "best.json", "cnn_seed")[0] == "fast"
 
 
 def test_a_directory_holding_another_search_is_refused(run_cli, searched, idx):
