@@ -170,6 +170,14 @@ def test_an_interrupted_trial_resumes_where_it_stopped(tmp_path, data, monkeypat
         tmp_path / "i" / retry.user_attrs["run_dir"] / "eval.json")["splits"]["val"]["accuracy"]
 
 
+def test_a_budget_counts_the_search_time_over_interruptions(tmp_path, data, monkeypatch):
+    stub_speed(monkeypatch)
+    first = tune(tmp_path / "b", data, budget=0.01)           # the trial started within it finishes
+    assert len(first.study.trials) == 1 and first.study.user_attrs["elapsed_s"] >= 0.01
+    again = tune(tmp_path / "b", data, budget="0.01s")        # spent already: the same search, no new trial
+    assert len(again.study.trials) == 1 and again.recipe == first.recipe
+
+
 # ---------------------------------------------------------------- several workers
 
 WORKER = ("import sys, fmbench.runs as r; "

@@ -12,7 +12,7 @@ from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_trainin
 EPILOG = """examples:
   fmbench tune cnn_seed --trials 20                  20 trials over cnn_seed's search space (`fmbench models` shows it)
   fmbench tune vit_seed --budget 2h --set train_size=10000     as many trials as 2 hours allow, on 10,000 images
-  fmbench tune cnn_seed --trials 20 --set epochs=3 --space lr=1e-3..1e-2:log --space batch_size=128|256
+  fmbench tune cnn_seed --trials 20 --set epochs=3 --space lr=1e-3..1e-2:log --space 'batch_size=128|256'
   fmbench train cnn_seed --recipe fmbench-tune/best.json       train the chosen recipe
   fmbench tune cnn_seed --trials 40 --storage postgresql://me@db/fmbench    the same on N machines: they share
                                                      the 40 trials (docs/design.md, "Search")
@@ -28,13 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "evaluated once, for the chosen recipe, written to DIR/best.json with the "
                                    "report DIR/tune.md.")
     p.add_argument("model", help="registered model name, e.g. cnn_seed")
-    add_training_args(p, " outside the search (e.g. train_size=10000 for a quick search)")
+    add_training_args(p, set_note=", fixed outside the search (e.g. train_size=10000 for a quick search)")
     p.add_argument("--trials", type=int, metavar="N", help="end when the study has N trials (all workers together)")
     p.add_argument("--budget", metavar="DURATION",
                    help="end after this much wall-clock time, e.g. 90s, 20m, 1.5h (the last trial started finishes)")
     p.add_argument("--space", action="append", metavar="KEY=RANGE",
-                   help="search KEY over LOW..HIGH, LOW..HIGH:log or A|B|C (repeatable; adds to or replaces the "
-                        "model's space)")
+                   help="search KEY over LOW..HIGH, LOW..HIGH:log or 'A|B|C' (quoted for the shell; repeatable; "
+                        "adds to or replaces the model's space)")
     p.add_argument("--out", type=Path, default=Path("fmbench-tune"), metavar="DIR",
                    help="the search's directory: trials/, best.json, tune.md (default: fmbench-tune)")
     p.add_argument("--storage", metavar="URL",
