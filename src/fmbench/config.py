@@ -155,14 +155,15 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
         raise ConfigError(str(e)) from None
 
 
-def parse_set_args(items: list[str] | None) -> dict[str, str]:
-    """Turn ['lr=3e-4', 'epochs=5'] into {'lr': '3e-4', 'epochs': '5'}; a malformed item is an error."""
+def parse_set_args(items: list[str] | None, flag: str = "--set", example: str = "lr=3e-4") -> dict[str, str]:
+    """Turn ['lr=3e-4', 'epochs=5'] into {'lr': '3e-4', 'epochs': '5'}; a malformed item is an error
+    naming `flag` (--set, or --space for `fmbench tune`'s ranges)."""
     out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key or value == "":
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set lr=3e-4")
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, for example {flag} {example}")
         out[key] = value.strip()
     return out
 

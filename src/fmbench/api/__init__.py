@@ -3,7 +3,7 @@
     fmbench.list_models()                          registered model names
     fmbench.create_model(name, pretrained=False, **config)   an nn.Module: float (N, 1, 28, 28) in [0, 1] -> logits
     fmbench.load_data(data_dir=None, ...)          the data set (uint8 tensors, class names), found and verified
-    fmbench.train(name, preset=None, out=None, data=None, **overrides)   -> Run
+    fmbench.train(name, preset=None, out=None, data=None, recipe=None, **overrides)   -> Run
     fmbench.load_run(path)                         -> Run of a finished run directory
     fmbench.resume(path, data=None)                -> Run: an interrupted run continued
     fmbench.evaluate(model_or_run, data=None, split="test")   -> metrics dict
@@ -15,6 +15,7 @@
     fmbench.run_study(models=None, preset=None, seeds=1, out="fmbench-study")   -> report.html (`fmbench run`)
     fmbench.study_data_size(models, sizes, seeds=2)    -> report.html (`fmbench study data-size`)
     fmbench.study_robustness(run_dirs, weights)    -> report.html (`fmbench study robustness`)
+    fmbench.tune(name, trials=N | budget="20m", out="fmbench-tune")   -> Tuned: best.json's recipe (`fmbench tune`)
 
 (`explain_images` and `export_onnx`, not `explain` and `export`: those name fmbench's subpackage and module.)
 
@@ -120,17 +121,19 @@ def load_run(path: str | Path) -> Run:
 
 
 def train(name: str, preset: str | None = None, out: str | Path | None = None, data=None, device: str = "auto",
-          quiet: bool = False, explain: bool = True, **overrides: Any) -> Run:
+          quiet: bool = False, explain: bool = True, recipe: str | Path | None = None, **overrides: Any) -> Run:
     """Train a registered model (its default preset unless named; `overrides` as `--set`, e.g.
     epochs=3) into `out` (default: runs/NAME-PRESET-seedS-HASH), on `data` (default: load_data()).
+    `recipe`: a search's best.json (`fmbench tune`), its preset and settings, `overrides` on top.
     An `out` that holds this run finished is reused, interrupted is resumed; another run there is
     a ConfigError. Runtime settings (threads, eval_batch_size, compile, channels_last) are not
     part of a run's identity: a run trained with threads=2 is reused by threads=1.
     `explain=False` skips recording where the model looks (faster for quick experiments)."""
     from fmbench import runs
     from fmbench.spec import make_spec
+    from fmbench.tuning.recipe import apply_recipe, as_text
 
-    spec = make_spec(name, preset, {k: v if isinstance(v, str) else str(v) for k, v in overrides.items()})
+    spec = make_spec(name, *apply_recipe(recipe, name, preset, {k: as_text(v) for k, v in overrides.items()}))
     data = data if data is not None else load_data()
     spec = spec.on(data, device)
     run_dir = Path(out) if out is not None else runs.run_dir_for(spec)
@@ -328,6 +331,7 @@ def export_onnx(model_or_run: nn.Module | Run | str | Path, path: str | Path, *,
 
 
 from fmbench.api.studies import run_study, study_data_size, study_robustness  # noqa: E402
+from fmbench.api.tuning import Tuned, tune  # noqa: E402
 
-__all__ = ["run_study", "study_data_size", "study_robustness", "list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
+__all__ = ["run_study", "study_data_size", "study_robustness", "tune", "Tuned", "list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
            "compare", "explain_images", "explain_run", "export_onnx"]

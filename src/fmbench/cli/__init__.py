@@ -17,7 +17,8 @@ import sys
 from fmbench import __version__, logs
 from fmbench.errors import FmbenchError
 
-SUBCOMMANDS = ("data", "train", "evaluate", "predict", "explain", "export", "serve", "models", "run", "study", "compare", "bench")
+SUBCOMMANDS = ("data", "train", "evaluate", "predict", "explain", "export", "serve", "models", "run", "study", "compare", "bench",
+               "tune")
 
 EPILOG = """examples:
   fmbench run                          the study's CNN and ViT (fast recipes) beside the shipped strong pair

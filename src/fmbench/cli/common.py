@@ -38,12 +38,13 @@ def shipped_model(name_or_path: str):
     return api.create_model(read_card(name_or_path)["model"], pretrained=name_or_path)
 
 
-def add_training_args(p: argparse.ArgumentParser, every: str = "") -> None:
-    """--preset and --set, which `train` and `run` share; `every` says whom they apply to in `run`."""
+def add_training_args(p: argparse.ArgumentParser, every: str = "", set_note: str = "") -> None:
+    """--preset and --set, which `train`, `run` and `tune` share; `every` says whom they apply to in
+    `run`, `set_note` what --set means besides (in `tune`: outside the search)."""
     p.add_argument("--preset", help=f"named recipe{every}, listed by `fmbench models` (default: the model's "
                                     "own, e.g. fast for cnn_seed/vit_seed, best for cnn_best/vit_best)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help=f"override one setting{every} (repeatable; an unknown key lists the valid ones)")
+                   help=f"override one setting{every}{set_note} (repeatable; an unknown key lists the valid ones)")
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ EPILOG = """examples:
   fmbench train cnn_seed                          its default preset (fast), run directory under runs/
   fmbench train vit_seed --preset seed            the study's exact hyperparameters
   fmbench train cnn_seed --set epochs=5 --set lr=3e-4 --out runs/cnn-try
+  fmbench train cnn_seed --recipe fmbench-tune/best.json     the recipe a search chose (`fmbench tune`)
   fmbench train --resume runs/cnn-try             continue an interrupted run
   torchrun --nproc-per-node 2 -m fmbench train cnn_seed     data parallel over 2 processes
 """
@@ -26,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "evaluation to a run directory.")
     p.add_argument("model", nargs="?", help="registered model name, e.g. cnn_seed or vit_seed")
     add_training_args(p)
+    p.add_argument("--recipe", type=Path, metavar="FILE",
+                   help="a search's best.json (`fmbench tune`): its preset and settings; --set changes them")
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/MODEL-PRESET-seedN-HASH)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="resume an interrupted run")
     add_device_args(p)
@@ -37,17 +40,20 @@ def run(args: argparse.Namespace) -> int:
     from fmbench import api, runs
     from fmbench.rundir import is_complete
     from fmbench.spec import make_spec, read_spec
+    from fmbench.tuning.recipe import apply_recipe
 
     if args.resume and args.model:
         raise ConfigError("give either MODEL or --resume RUN_DIR, not both")
     if not args.resume and not args.model:
         raise ConfigError("missing MODEL (see `fmbench models`) or --resume RUN_DIR")
+    if args.resume and args.recipe:
+        raise ConfigError("--recipe does not apply to --resume (the run keeps its own settings)")
     if args.resume:
         read_spec(args.resume)                        # fail before loading the data where we can
         run_dir = args.resume
     else:
-        overrides = overrides_from(args)
-        spec = make_spec(args.model, args.preset, overrides)
+        preset, overrides = apply_recipe(args.recipe, args.model, args.preset, overrides_from(args))
+        spec = make_spec(args.model, preset, overrides)
         if args.out:
             check_out_dir(args.out)
     data = load_data(args)
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             api.resume(run_dir, data, args.device)
         else:
-            api.train(args.model, args.preset, out=run_dir, data=data, device=args.device, **overrides)
+            api.train(args.model, preset, out=run_dir, data=data, device=args.device, **overrides)
     except KeyboardInterrupt:
         print(f"\ninterrupted; the last finished epoch is saved. Resume with:\n"
               f"  fmbench train --resume {run_dir}", file=sys.stderr)

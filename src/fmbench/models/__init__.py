@@ -17,6 +17,7 @@ from fmbench.errors import ConfigError
 from fmbench.models.cnn import CNNSeed, CNNSeedConfig
 from fmbench.models.resnet import ResNet, ResNetConfig
 from fmbench.models.vit import ViT, ViTBestConfig, ViTConfig
+from fmbench.space import Choice, Float, Int, Param
 
 # The measurements behind each preset below: docs/performance.md, "How the presets were chosen".
 
@@ -67,6 +68,27 @@ CNN_BEST_FAST = dict(CNN_BEST, epochs=16, warmup_epochs=1, aug_erase=0.0, label_
 VIT_BEST_FAST = dict(VIT_BEST, epochs=20, warmup_epochs=2, aug_erase=0.1, drop_path=0.0, threads=0)
 
 
+# Search spaces (`fmbench tune`): ranges around each model's default preset, wide enough to move
+# the result and narrow enough for a search of tens of trials (`--space` and `--set` change them).
+# Warmup stays within one epoch so that any `--set epochs=N` keeps it valid.
+def _space(lr: tuple[float, float], weight_decay: tuple[float, float], epochs: tuple[int, int],
+           **more: Param) -> dict[str, Param]:
+    return {"lr": Float(*lr, log=True), "weight_decay": Float(*weight_decay, log=True),
+            "warmup_epochs": Float(0.0, 1.0), "label_smoothing": Float(0.0, 0.2),
+            "batch_size": Choice((128, 256, 512)), "epochs": Int(*epochs), **more}
+
+
+# Adam and SGD take weight decay as an L2 term, AdamW decoupled: hence the different ranges.
+CNN_SEED_SPACE = _space((3e-4, 1e-2), (1e-6, 1e-3), (2, 6), dropout=Float(0.0, 0.5), aug_hflip=Float(0.0, 0.5),
+                        aug_translate=Int(0, 3))
+VIT_SEED_SPACE = _space((3e-4, 3e-3), (1e-3, 0.1), (2, 8), dropout=Float(0.0, 0.2), aug_hflip=Float(0.0, 0.5),
+                        aug_translate=Int(0, 2))
+CNN_BEST_SPACE = _space((0.02, 0.3), (1e-4, 1e-3), (4, 16), dropout=Float(0.0, 0.3), aug_translate=Int(0, 3),
+                        aug_erase=Float(0.0, 0.5))
+VIT_BEST_SPACE = _space((3e-4, 3e-3), (0.01, 0.1), (4, 20), drop_path=Float(0.0, 0.1), aug_translate=Int(0, 3),
+                        aug_erase=Float(0.0, 0.3))
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named recipe: overrides of `TrainConfig` and the model config, and what it is (with its
@@ -78,7 +100,8 @@ class Preset:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build one registered model, its family and tier, and its named training presets.
+    """How to build one registered model, its family and tier, its named training presets and its
+    search space.
 
     `family` ("cnn" or "vit") and `tier` ("study": the study's architectures; "strong": the best
     model of each family) decide which runs a report pairs: a CNN with a ViT of the same tier.
@@ -91,6 +114,7 @@ class ModelSpec:
     tier: str
     default_preset: str
     presets: dict[str, Preset] = field(default_factory=dict)
+    space: dict[str, Param] = field(default_factory=dict)    # what `fmbench tune` searches (fmbench.space)
 
 
 TIERS = {"study": "the study's architectures", "strong": "the strong models"}
@@ -103,6 +127,7 @@ REGISTRY: dict[str, ModelSpec] = {
                                      "92.01%), early stop after epoch 97 (39 min, 1 thread)"),
             "fast": Preset(CNN_SEED_FAST, "a short sound recipe: 92.12% test (mean of 3 seeds) in 3 epochs, 39 s on 2 cores"),
         },
+        space=CNN_SEED_SPACE,
     ),
     "vit_seed": ModelSpec(
         ViTConfig, ViT, "the study's ViT as the tutorial built it (dim 16, 8 heads of 2 dims, 6 layers, MLP 2048)", "vit",
@@ -113,6 +138,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "fast": Preset(VIT_FAST, "a short sound recipe: 82.17% test (mean of 3 seeds, 81.84-82.42%) in 4 epochs, "
                                      "418 s on 2 cores"),
         },
+        space=VIT_SEED_SPACE,
     ),
     "cnn_best": ModelSpec(
         ResNetConfig, ResNet, "ResNet-9-style CNN (widths 32/64/128/256, flip TTA) for >= 95%", "cnn", "strong",
@@ -123,6 +149,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "smoke": Preset({**CNN_BEST, "epochs": 2, "warmup_epochs": 0.5, "train_size": 5000},
                             "a ~2-minute smoke test of the recipe (2 epochs, 5,000 images), not a result"),
         },
+        space=CNN_BEST_SPACE,
     ),
     "vit_best": ModelSpec(
         ViTBestConfig, ViT, "ViT (patch 4, dim 128, 4x32-dim heads, 6 layers, GAP, sin-cos, flip TTA)", "vit",
@@ -133,6 +160,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "smoke": Preset({**VIT_BEST, "epochs": 2, "warmup_epochs": 0.5, "train_size": 5000},
                             "a ~2-minute smoke test of the recipe (2 epochs, 5,000 images), not a result"),
         },
+        space=VIT_BEST_SPACE,
     ),
 }
 
