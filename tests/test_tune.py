@@ -262,7 +262,7 @@ def test_without_optuna_tune_says_how_to_install_it_and_recipes_still_read(run_c
     assert code == 2 and err == "fmbench: error: fmbench tune needs Optuna: pip install 'fmbench[tune]'\n"
     from fmbench.tuning.recipe import read_recipe
 
-    assert read_recipe(searched.out / "best.json", "cnn_seed")[0] == "fast"
+    assert read_recipe(searched.out / "best.json", "cnn_seed")[1] == "fast"
 
 
 def test_a_directory_holding_another_search_is_refused(run_cli, searched, idx):

@@ -12,7 +12,7 @@ CLASSES = (
 # The public API (fmbench/api/, docs/api.md), imported on first use so that `import fmbench`
 # and the command line stay quick.
 _API = ("list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
-        "compare", "explain_images", "explain_run", "export_onnx", "run_study", "study_data_size", "study_robustness",
+        "compare", "explain_images", "explain_run", "export_onnx", "run_study", "study_data_size", "study_equal_budget", "study_robustness",
         "tune", "Tuned")
 __all__ = ["__version__", "CLASSES", *_API]
 

@@ -11,7 +11,7 @@ shipped weights evaluated once per data set). The report reads only the run dire
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,14 @@ STUDY_MODELS = ("cnn_seed", "vit_seed")
 
 @dataclass(frozen=True)
 class Entry:
-    """One model of a study: trained here with `preset` (None: the model's default), or, when
-    `pretrained`, its shipped weights evaluated without training."""
+    """One model of a study: trained here with `preset` (None: the model's default) and its own
+    `settings` (a recipe's, as `--set` text; the command's --set go on top), or, when `pretrained`,
+    its shipped weights evaluated without training."""
 
     model: str
     preset: str | None = None
     pretrained: bool = False
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 # `fmbench run`: the study's architectures on their short recipes beside the shipped strong pair.
@@ -40,8 +42,22 @@ DEFAULT_STUDY = (Entry("cnn_seed", "fast"), Entry("vit_seed", "fast"),
                  Entry("cnn_best", pretrained=True), Entry("vit_best", pretrained=True))
 
 
-def choose_entries(models: list[str] | None, preset: str | None, pretrained: bool) -> list[Entry]:
-    """The study `fmbench run` means: the default study, every shipped model, or the named models."""
+def choose_entries(models: list[str] | None, preset: str | None, pretrained: bool,
+                   recipes: list[str | Path] = ()) -> list[Entry]:
+    """The study `fmbench run` means: the default study, every shipped model, or the named models
+    and the models of the `recipes` (fmbench tune's best.json files), each trained with its recipe."""
+    if recipes:
+        from fmbench.tuning.recipe import read_recipe
+
+        if pretrained:
+            raise ConfigError("--recipe does not apply to --pretrained (the shipped weights are evaluated)")
+        if preset is not None:
+            raise ConfigError("--preset does not apply to --recipe (a recipe holds its preset); leave it out")
+        chosen = [Entry(m) for m in models or []]
+        for path in recipes:
+            model, held, settings = read_recipe(path)
+            chosen.append(Entry(model, held, settings=settings))
+        return chosen
     if pretrained:
         from fmbench.weights import available
 
@@ -75,16 +91,18 @@ def plan_runs(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
                     resolve(e.model)
                     planned.append((e, None, runs.shipped_run_dir(e.model, out / "runs")))
                 continue
-            base = make_spec(e.model, e.preset, overrides)
-            spec = base if i == 0 else make_spec(e.model, e.preset, {**overrides, "seed": base.train_cfg.seed + i})
+            settings = {**e.settings, **overrides}
+            base = make_spec(e.model, e.preset, settings)
+            spec = base if i == 0 else make_spec(e.model, e.preset, {**settings, "seed": base.train_cfg.seed + i})
             spec = spec.on(data, device) if data is not None else spec
             planned.append((e, spec, runs.run_dir_for(spec, out / "runs")))
     return planned
 
 
 def run_comparison(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: Path, data,
-                   device: str = "auto", command: str = "") -> Path | None:
-    """Train (or reuse, or resume) or evaluate every planned run, then build the report; returns report.html."""
+                   device: str = "auto", command: str = "", studies: list[Path] = ()) -> Path | None:
+    """Train (or reuse, or resume) or evaluate every planned run, then build the report (with the
+    sections of the study directories in `studies`); returns report.html."""
     run_dirs = []
     planned = plan_runs(entries, overrides, seeds, out, data, device)
     for n, (entry, spec, run_dir) in enumerate(planned, 1):
@@ -98,4 +116,4 @@ def run_comparison(entries: list[Entry], overrides: dict[str, Any], seeds: int, 
     from fmbench.report import build_report
 
     logger.info("writing the comparison report")
-    return build_report(run_dirs, out, test_images=data.test_images, command=command)
+    return build_report([*run_dirs, *studies], out, test_images=data.test_images, command=command)

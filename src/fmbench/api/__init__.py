@@ -15,6 +15,7 @@
     fmbench.run_study(models=None, preset=None, seeds=1, out="fmbench-study")   -> report.html (`fmbench run`)
     fmbench.study_data_size(models, sizes, seeds=2)    -> report.html (`fmbench study data-size`)
     fmbench.study_robustness(run_dirs, weights)    -> report.html (`fmbench study robustness`)
+    fmbench.study_equal_budget(models, budget="20m", seeds=3)  -> report.html (`fmbench study equal-budget`)
     fmbench.tune(name, trials=N | budget="20m", out="fmbench-tune")   -> Tuned: best.json's recipe (`fmbench tune`)
 
 (`explain_images` and `export_onnx`, not `explain` and `export`: those name fmbench's subpackage and module.)
@@ -330,8 +331,8 @@ def export_onnx(model_or_run: nn.Module | Run | str | Path, path: str | Path, *,
                             data.test_images, opset)
 
 
-from fmbench.api.studies import run_study, study_data_size, study_robustness  # noqa: E402
+from fmbench.api.studies import run_study, study_data_size, study_equal_budget, study_robustness  # noqa: E402
 from fmbench.api.tuning import Tuned, tune  # noqa: E402
 
-__all__ = ["run_study", "study_data_size", "study_robustness", "tune", "Tuned", "list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
+__all__ = ["run_study", "study_data_size", "study_equal_budget", "study_robustness", "tune", "Tuned", "list_models", "create_model", "load_data", "Run", "train", "load_run", "resume", "evaluate", "predict",
            "compare", "explain_images", "explain_run", "export_onnx"]

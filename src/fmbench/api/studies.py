@@ -1,5 +1,5 @@
 """The API of the commands that make many runs: `fmbench run` and `fmbench study` (re-exported as
-fmbench.run_study, fmbench.study_data_size, fmbench.study_robustness). Each checks its arguments
+fmbench.run_study, fmbench.study_data_size, fmbench.study_robustness, fmbench.study_equal_budget). Each checks its arguments
 before it loads the data, so a bad name fails at once: `data` is a loaded data set, a function
 that loads one (called after the checks), or None for load_data()."""
 
@@ -24,16 +24,18 @@ def _data(data):
 
 
 def run_study(models: Sequence[str] | None = None, preset: str | None = None, *, seeds: int = 1,
-              out: str | Path = "fmbench-study", pretrained: bool = False, data=None, device: str = "auto",
-              command: str = "", quiet: bool = False, **overrides: Any) -> Path | None:
+              out: str | Path = "fmbench-study", pretrained: bool = False, recipes: Sequence[str | Path] = (),
+              data=None, device: str = "auto", command: str = "", quiet: bool = False,
+              **overrides: Any) -> Path | None:
     """What `fmbench run` does: train (or reuse, or resume) each model `seeds` times and evaluate the
     shipped ones, then write the comparison report into `out`; returns report.html (None on the
     non-main ranks of torchrun). No `models` and no `preset`: the default study (cnn_seed and
-    vit_seed on `fast`, the shipped cnn_best and vit_best); `pretrained`: shipped weights only."""
+    vit_seed on `fast`, the shipped cnn_best and vit_best); `pretrained`: shipped weights only;
+    `recipes`: fmbench tune's best.json files, each model trained with its recipe (beside `models`)."""
     from fmbench.comparison import choose_entries, plan_runs, run_comparison
 
     out, overrides = Path(out), _overrides(overrides)
-    entries = choose_entries(list(models) if models is not None else None, preset, pretrained)
+    entries = choose_entries(list(models) if models is not None else None, preset, pretrained, list(recipes))
     if pretrained and (overrides or seeds != 1):
         raise ConfigError("--set, --precision and --seeds do not apply to --pretrained (the shipped weights are "
                           "evaluated as they are)")
@@ -63,6 +65,30 @@ def study_data_size(models: Sequence[str] = ("cnn_seed", "vit_seed"), sizes: Seq
     with logs.quiet(quiet):
         result = data_size.run(list(models), preset, sizes, seeds, overrides, data, out, device)
     return write_study_report(result, out)
+
+
+def study_equal_budget(models: Sequence[str] = ("cnn_seed", "vit_seed"), budget: str | float = "20m", *,
+                       seeds: int = 3, preset: str | None = None, out: str | Path = "equal-budget-study",
+                       storage: str | None = None, search_seed: int = 0, pruner: str = "median", data=None,
+                       device: str = "auto", command: str = "", quiet: bool = False,
+                       **overrides: Any) -> Path | None:
+    """What `fmbench study equal-budget` does: search each model's declared space (fmbench.tune)
+    for the same wall-clock `budget` ("20m", or seconds), one model after another on this machine,
+    then train each chosen recipe on the full training set with `seeds` seeds and write the
+    comparison report with the searches' section into `out`; returns report.html. `overrides` fix
+    settings for the searches and the final runs alike, except `train_size`, which limits only the
+    searches. The same call again continues the searches (their budget counts over
+    interruptions) and reuses finished runs."""
+    from fmbench.studies import equal_budget
+
+    out, overrides = Path(out), _overrides(overrides)
+    searches, seconds = equal_budget.plan(list(models), preset, budget, seeds, overrides, search_seed)
+    from fmbench.tuning.backend import make_pruner
+
+    make_pruner(pruner)                               # a bad --pruner (or no Optuna) fails before the data loads
+    data = _data(data)
+    with logs.quiet(quiet):
+        return equal_budget.run(searches, seconds, seeds, overrides, data, out, device, storage, pruner, command)
 
 
 def study_robustness(run_dirs: Sequence[str | Path] = (), weights: Sequence[str] = (), *,

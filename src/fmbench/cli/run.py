@@ -17,6 +17,7 @@ EPILOG = """examples:
   fmbench run --preset seed                        cnn_seed and vit_seed on the study's exact recipe (hours on a CPU)
   fmbench run --seeds 3 --out study3               3 seeds per trained model: mean +- std and a test over seeds
   fmbench run --models cnn_seed --set epochs=3     any --set applies to every trained model
+  fmbench run --recipe cnn/best.json --recipe vit/best.json --seeds 3    two searches' recipes (fmbench tune)
 """
 
 
@@ -32,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="train each model N times (seeds count up)")
     p.add_argument("--out", type=Path, default=Path("fmbench-study"), metavar="DIR",
                    help="output directory: report and runs/ (default: fmbench-study)")
+    p.add_argument("--recipe", action="append", type=Path, default=[], metavar="FILE",
+                   help="train a search's chosen recipe (fmbench tune's best.json; repeatable; beside --models)")
     p.add_argument("--pretrained", action="store_true",
                    help="evaluate shipped weights instead of training (default: every shipped model)")
     add_device_args(p)
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     command = "fmbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "fmbench run"
     try:
         report = api.run_study(models, args.preset, seeds=args.seeds, out=check_out_dir(args.out),
-                               pretrained=args.pretrained, data=lambda: load_data(args), device=args.device,
+                               pretrained=args.pretrained, recipes=args.recipe, data=lambda: load_data(args), device=args.device,
                                command=command, **overrides_from(args))
     except KeyboardInterrupt:
         print("\ninterrupted; finished runs are kept and the interrupted one resumes where it stopped. "

@@ -1,4 +1,4 @@
-"""Sections for the data-size and robustness studies, read from their JSON results.
+"""Sections for the data-size, robustness and equal-budget studies, read from their JSON results.
 
 Each study writes its own report (`write_study_report`), and `fmbench compare` given a study's
 directory adds the same section to the main report (`study_section`).
@@ -17,7 +17,8 @@ from fmbench.report import stats, study_plots
 from fmbench.report.document import Doc, publish
 from fmbench.report.tiers import FAMILY, family_tier
 
-STUDY_FILES = ("robustness.json", "data_size.json")
+STUDY_FILES = ("robustness.json", "data_size.json", "equal_budget.json")
+KINDS = {"robustness": "robustness", "data-size": "data efficiency", "equal-budget": "an equal search budget"}
 
 
 def find_study(directory: Path) -> dict[str, Any] | None:
@@ -26,18 +27,19 @@ def find_study(directory: Path) -> dict[str, Any] | None:
         path = Path(directory) / name
         if path.is_file():
             result = read_json(path)
-            if not isinstance(result, dict) or result.get("kind") not in ("robustness", "data-size"):
+            if not isinstance(result, dict) or result.get("kind") not in KINDS:
                 raise RunDirError(f"{path}: not an fmbench study result (no 'kind')")
             return result
     return None
 
 
 def study_section(doc: Doc, result: dict[str, Any]) -> None:
-    (robustness_section if result["kind"] == "robustness" else data_size_section)(doc, result)
+    {"robustness": robustness_section, "data-size": data_size_section,
+     "equal-budget": equal_budget_section}[result["kind"]](doc, result)
 
 
 def write_study_report(result: dict[str, Any], out: Path) -> Path:
-    title = "fmbench study: " + ("robustness" if result["kind"] == "robustness" else "data efficiency")
+    title = "fmbench study: " + KINDS[result["kind"]]
     return publish(lambda doc: study_section(doc, result), title, out)
 
 
@@ -176,3 +178,28 @@ def data_size_section(doc: Doc, result: dict[str, Any]) -> None:
         rows = [[f"{s:,}", f"{p['p_value']:.1e}", f"{p['b']:,} / {p['c']:,}"]
                 for s, p in zip(result["sizes"], result["mcnemar"][f"{a}|{b}"])]
         doc.table(["Training images", "McNemar p (first seed)", f"b / c ({a} only / {b} only right)"], rows, "rrr")
+
+
+# ----------------------------------------------------------------------------- equal budget
+
+def equal_budget_section(doc: Doc, result: dict[str, Any]) -> None:
+    """What each model's search spent and found (equal_budget.json); the final runs' results are
+    the report's own tables."""
+    models = result["models"]
+    doc.section("An equal search budget")
+    fixed = sorted({k for m in models for k in m["fixed"]} & set(result["full_data_keys"]))
+    doc.p(f"Each model's hyperparameters were searched for the same wall-clock time, "
+          f"{result['budget_s'] / 60:.0f} minutes, on the same machine (Optuna: seeded TPE sampler, "
+          f"{result['pruner']} pruner on each epoch's validation accuracy; the choice uses the validation split "
+          f"only). Each model's chosen recipe was then trained with {result['seeds']} seed"
+          f"{'s' if result['seeds'] > 1 else ''}: those are the runs of the tables above."
+          + (f" The searches fixed {', '.join(fixed)} to fit more trials into the budget; the final runs train on "
+             "the full training set." if fixed else ""))
+    rows = [[m["model"], f"{m['elapsed_s'] / 60:.1f} min", str(m["trials"]), str(m["complete"]), str(m["pruned"]),
+             str(m["fail"]), f"{m['best_val_accuracy'] * 100:.2f}% (trial {m['best_trial']})",
+             ", ".join(f"{k}={v}" for k, v in m["chosen"].items())] for m in models]
+    doc.table(["model", "search time", "trials", "finished", "pruned", "failed", "best validation accuracy",
+               "chosen settings"], rows, "lrrrrrrl")
+    doc.p("Search spaces: " + "; ".join(f"{m['model']}: " + ", ".join(f"{k} {v}" for k, v in m["space"].items())
+                                        for m in models) + ". Each search's trials, pruning and parameter "
+          "importances are in its own report, " + ", ".join(f"{m['search_dir']}/tune.md" for m in models) + ".")
