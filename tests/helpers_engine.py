@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ from fmbench import CLASSES
 from fmbench import rundir as R
 from fmbench.data import Dataset
 
-# Every file of the run-directory format (fmbench.rundir; tests/test_rundir.py holds design.md to it).
-RUN_FILES = (*R.FILES, R.LOCK)
+# Every file of the run-directory format (fmbench.rundir; tests/test_rundir.py holds design.md to it);
+# the TensorBoard folder only where tensorboardX is installed to write it.
+RUN_FILES = tuple(n for n in (*R.FILES, R.LOCK) if n != R.TB or importlib.util.find_spec("tensorboardX"))
 METRIC_KEYS = set(R.EPOCH_KEYS)
 TIMING_KEYS = ("epoch_time_s", "images_per_s")  # wall-clock: the only fields allowed to differ between runs
 

@@ -187,11 +187,14 @@ def test_resume_of_a_finished_run_changes_nothing(cli_run, run_cli, tmp_path, mo
     stub_speed(monkeypatch)
     run_dir = tmp_path / "run"
     shutil.copytree(cli_run.run_dir, run_dir)  # the shared run must stay as it is
-    files = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    def files() -> dict[str, bytes]:   # every file, the TensorBoard folder's too
+        return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+    before = files()
     code, _, err = run_cli("train", "--resume", run_dir, "--data-dir", cli_run.data_dir, "--no-verify",
                            "--device", "cpu")
     assert code == 0, err
-    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == files
+    assert files() == before
     assert f"{run_dir} is already complete; nothing to resume" in err
 
 

@@ -27,7 +27,7 @@ def _design_files() -> dict[str, str]:
         for line in block.splitlines():
             m = re.match(r"  (\S+)\s{2,}(.*)", line)
             if m and not line.startswith("   "):
-                name = m.group(1)
+                name = m.group(1).rstrip("/")   # a folder: "tb/"
                 out[name] = m.group(2)
             elif name is not None:
                 out[name] += " " + line.strip()

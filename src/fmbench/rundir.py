@@ -2,7 +2,9 @@
 
 Everything that writes or reads a run directory goes through this module: the training loop
 (epoch records, checkpoint names), `runs` (config, env, evaluation, summary), shipped weights
-(cards, evaluation-only runs), the report (`report.runs.load_run`) and the test fixtures.
+(cards, evaluation-only runs), the report (`report.runs.load_run`) and the test fixtures. The
+TensorBoard event files under TB (the epoch records again, as scalars; optional) are written by
+`engine.tensorboard`, in the directory named here.
 docs/design.md describes the same layout; tests/test_rundir.py holds the two together.
 
 Writers are atomic (temp file + rename, `fileio`); readers validate, so a broken or unfinished
@@ -35,8 +37,9 @@ OUTPUTS = "test_outputs.safetensors"   # "probs" (N, C) float32, "labels" (N,) i
 EXPLAIN = "explain.json"               # where the model looks: method, faithfulness figures
 MAPS = "explain.safetensors"           # "sample_maps" (6, 28, 28), "class_means" (C, 28, 28) float32 in [0, 1]
 SUMMARY = "summary.json"               # Summary, written last: its presence marks a complete run
+TB = "tb"                              # TensorBoard event files (engine/tensorboard.py), when tensorboardX is installed
 LOCK = LOCK_FILE                       # the writer lock (fileio.writer_lock)
-FILES = (CONFIG, ENV, METRICS, BEST, LAST, STATE, EVAL, OUTPUTS, EXPLAIN, MAPS, SUMMARY)
+FILES = (CONFIG, ENV, METRICS, BEST, LAST, STATE, EVAL, OUTPUTS, EXPLAIN, MAPS, SUMMARY, TB)
 N_SAMPLES = 6                          # the report's sample images, as many as the study showed
 SAMPLE_SEED = 0
 

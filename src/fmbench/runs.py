@@ -24,6 +24,7 @@ from fmbench.engine import distributed as D
 from fmbench.engine.checkpoint import load_weights
 from fmbench.engine.loop import evaluate, fit
 from fmbench.engine.speed import measure_inference
+from fmbench.engine.tensorboard import EpochEvents
 from fmbench.errors import ConfigError, RunDirError
 from fmbench.fileio import writer_lock
 from fmbench.models import build_model, count_flops, count_params
@@ -204,6 +205,9 @@ def evaluate_shipped(name: str | Path, run_dir: Path, data, device: str = "auto"
             R.write_env(run_dir, {**capture_env(dev, precision, 1, spec.train_cfg.batch_size),
                                   "weights": str(name), "weights_sha256": card["sha256"]})
             R.write_epochs(run_dir, card.get("curve") or [])
+            with EpochEvents(run_dir) as events:   # the card's curve, in TensorBoard beside trained runs
+                for record in card.get("curve") or []:
+                    events.write(record)
             logger.info("evaluating shipped %s (%s) on %s in %s", spec.model, card["sha256"][:12], dev, precision)
             _finish(spec, run_dir, _runtime_layout(model, spec), make_splits(data, spec.train_cfg, dev), dev,
                     precision, data, ("val", "test"), True, train_time_s=card.get("train_time_s"), epochs_run=card.get("epochs"),

@@ -23,6 +23,7 @@ from fmbench.config import TrainConfig
 from fmbench.engine import distributed as D
 from fmbench.engine.optim import make_optimizer, make_scheduler, steps_per_epoch
 from fmbench.engine.stopping import EarlyStopping
+from fmbench.engine.tensorboard import EpochEvents
 from fmbench.errors import RunDirError
 from fmbench.fileio import atomic_path, write_bytes
 
@@ -131,11 +132,13 @@ def restore(raw: nn.Module, state: TrainState, run_dir: Path) -> None:
         logger.info("resuming %s after epoch %d", run_dir, state.epoch)
 
 
-def save_checkpoint(raw: nn.Module, state: TrainState, run_dir: Path, record: dict[str, Any], improved: bool) -> None:
-    """Weights (best when improved, and last), the training state, then the epoch's record: a
-    record on disk always has its checkpoint."""
+def save_checkpoint(raw: nn.Module, state: TrainState, run_dir: Path, record: dict[str, Any], improved: bool,
+                    events: EpochEvents) -> None:
+    """Weights (best when improved, and last), the training state, then the epoch's record in
+    metrics.jsonl and the TensorBoard events: a record on disk always has its checkpoint."""
     if improved:
         save_weights(raw, run_dir / R.BEST)
     save_weights(raw, run_dir / R.LAST)
     save_state(run_dir / R.STATE, state.state_dict())
     R.append_epoch(run_dir, record)
+    events.write(record)

@@ -26,6 +26,7 @@ from fmbench.engine.checkpoint import TrainState, load_weights, new_state, resto
 from fmbench.engine.fuse import cpu_view
 from fmbench.engine.metrics import confusion_update, report
 from fmbench.engine.optim import steps_per_epoch
+from fmbench.engine.tensorboard import EpochEvents
 from fmbench.errors import TrainingDiverged
 from fmbench.runtime import autocast, keep_freed_memory
 
@@ -158,7 +159,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
     """Train with early stopping, checkpoint every epoch, restore the best (or, with
     `restore_best` False, keep the last) weights; return a summary.
 
-    Writes RUN_DIR/metrics.jsonl, best.safetensors, last.safetensors and last.state.pt (rundir).
+    Writes RUN_DIR/metrics.jsonl, best.safetensors, last.safetensors and last.state.pt (rundir),
+    and the epochs' TensorBoard events in RUN_DIR/tb/ (engine.tensorboard; main rank only).
     `on_epoch(epoch, record)` runs after each epoch's checkpoint (with the epoch's weights in
     `model`); returning True stops training there (benchmarks/time_to_accuracy.py uses it).
     On KeyboardInterrupt the last finished epoch is on disk and the exception propagates.
@@ -175,6 +177,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         restore(raw, state, run_dir)
     if main:
         R.keep_epochs(run_dir, state.epoch)
+    events = EpochEvents(run_dir, first_epoch=state.epoch + 1)   # opened by its first write: on the main rank
 
     spe = steps_per_epoch(len(splits.train_y), cfg.batch_size, D.world_size())
     bar = tqdm(total=cfg.epochs * spe, initial=state.epoch * spe, unit="step", file=sys.stderr,
@@ -187,7 +190,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
             record = run_epoch(net, raw, splits, cfg, state, precision, on_step)
             improved = state.stopper.step(record[cfg.monitor], state.epoch)
             if main:
-                save_checkpoint(raw, state, run_dir, record, improved)
+                save_checkpoint(raw, state, run_dir, record, improved, events)
                 bar.write(f"epoch {state.epoch:>3}/{cfg.epochs}  loss {record['train_loss']:.4f} "
                           f"acc {record['train_accuracy']:.4f}  val_loss {record['val_loss']:.4f} "
                           f"val_acc {record['val_accuracy']:.4f} val_f1 {record['val_f1']:.4f}  "
@@ -203,6 +206,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
                 break
     finally:
         bar.close()
+        events.close()
     D.barrier()
     # `raw` holds the last epoch's weights (trained here, or restored from LAST on resume), which is
     # what a recipe with restore_best=False keeps (Keras' EarlyStopping default).
