@@ -7,8 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
-                                overrides_from)
+from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_sharing_args, add_training_args, check_out_dir,
+                                load_data, overrides_from)
 
 EPILOG = """examples:
   fmbench run                                      the study's CNN and ViT on their fast recipes, beside the
@@ -17,6 +17,8 @@ EPILOG = """examples:
   fmbench run --preset seed                        cnn_seed and vit_seed on the study's exact recipe (hours on a CPU)
   fmbench run --seeds 3 --out study3               3 seeds per trained model: mean +- std and a test over seeds
   fmbench run --models cnn_seed --set epochs=3     any --set applies to every trained model
+  fmbench run --seeds 3 --workers 2 --set threads=1
+                                                   two processes of one thread share its 8 runs
 """
 
 
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", action="store_true",
                    help="evaluate shipped weights instead of training (default: every shipped model)")
     add_device_args(p)
+    add_sharing_args(p)
     add_data_args(p)
     p.set_defaults(func=run)
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = api.run_study(models, args.preset, seeds=args.seeds, out=check_out_dir(args.out),
                                pretrained=args.pretrained, data=lambda: load_data(args), device=args.device,
-                               command=command, **overrides_from(args))
+                               command=command, storage=args.storage, workers=args.workers, **overrides_from(args))
     except KeyboardInterrupt:
         print("\ninterrupted; finished runs are kept and the interrupted one resumes where it stopped. "
               "Run the same command again to continue.", file=sys.stderr)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
-                                overrides_from)
+from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_sharing_args, add_training_args, check_out_dir,
+                                load_data, overrides_from)
 
 EPILOG = """examples:
   fmbench study data-size                                   cnn_seed and vit_seed (fast), 6 sizes, 2 seeds (~45 min)
   fmbench study data-size --sizes 1000,5000 --seeds 1 --out ds
+  fmbench study data-size --workers 2 --set threads=1       two processes of one thread share the runs
   fmbench study robustness                                  the four shipped models, 14 corruptions x 5 severities
   fmbench study robustness runs/cnn_seed-fast-seed42-1a2b3c4d --weights vit_best --corruptions rotate,gaussian_blur
   fmbench compare fmbench-study/runs/* robustness-study    add a study's section to the main report
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", type=Path, default=Path("data-size-study"), metavar="DIR",
                    help="output directory (default: data-size-study)")
     add_device_args(d)
+    add_sharing_args(d)
     add_data_args(d)
     d.set_defaults(func=run_data_size)
 
@@ -61,7 +63,7 @@ def run_data_size(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     report = api.study_data_size(models, args.sizes, seeds=args.seeds, preset=args.preset,
                                  out=check_out_dir(args.out), data=lambda: load_data(args), device=args.device,
-                                 **overrides_from(args))
+                                 storage=args.storage, workers=args.workers, **overrides_from(args))
     print(f"report: {report}")
     return 0
 
