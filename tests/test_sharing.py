@@ -189,7 +189,7 @@ def finish(worker: subprocess.Popen) -> tuple[int, str, str]:
     return worker.returncode, out, err
 
 
-@pytest.mark.slow      # two processes and four runs: about 30 s on a busy 2-core machine
+@pytest.mark.slow      # two processes and four runs: 10-20 s on a busy 2-core machine
 def test_two_processes_share_the_data_size_study_and_write_one_process_result(tmp_path, idx, alone):
     """Two processes given one journal file (as N machines are given one URL) and one --out: every
     planned run is trained once, by one of them, both work, and the result is one process's."""
@@ -208,7 +208,7 @@ def test_two_processes_share_the_data_size_study_and_write_one_process_result(tm
     assert same_result(read_json(tmp_path / "ds" / "data_size.json")) == same_result(alone)
 
 
-@pytest.mark.slow      # two processes, one killed: about 30 s on a busy 2-core machine
+@pytest.mark.slow      # two processes, one killed: 7-12 s on a busy 2-core machine
 def test_a_killed_workers_run_is_taken_over_and_resumed(tmp_path, idx, alone):
     argv = [*STUDY, "--out", tmp_path / "ds", "--storage", tmp_path / "runs.journal", "--data-dir", idx,
             "--no-verify", "--no-download", "--device", "cpu"]
@@ -231,7 +231,7 @@ def test_a_killed_workers_run_is_taken_over_and_resumed(tmp_path, idx, alone):
     assert same_result(read_json(tmp_path / "ds" / "data_size.json")) == same_result(alone)
 
 
-@pytest.mark.slow      # two spawned worker processes: about 40 s on a busy 2-core machine
+@pytest.mark.slow      # two spawned worker processes and a run alone: 20-27 s on a busy 2-core machine
 def test_run_with_two_workers_trains_each_run_once_as_one_process_does(run_cli, idx, tmp_path, monkeypatch):
     """`fmbench run --workers 2`: two processes started here share OUT/study.journal; the report
     is written by the command, from the runs they made, as one process would make them."""

@@ -102,13 +102,19 @@ def _study(storage: str | None, out: Path, name: str):
 
 def _work(study, jobs: Sequence[Job]) -> None:
     """Queue the runs no trial holds, run waiting trials, and wait while other workers run theirs."""
+    told: list[str] = []
     while True:
         _queue(study, jobs)
         if study.get_trials(deepcopy=False, states=_states("WAITING")):
             study.optimize(lambda trial: _objective(trial, jobs), n_trials=1)
         elif not _unfinished(study, len(jobs)):
             return
-        else:
+        else:                                 # said once per change: a worker on a dead machine is named
+            running = study.get_trials(deepcopy=False, states=_states("RUNNING"))
+            busy = sorted(str(t.user_attrs.get("worker", "?")) for t in running)
+            if busy != told:
+                logger.info("waiting for %d runs that other workers are making (%s)", len(busy), ", ".join(busy))
+                told = busy
             time.sleep(POLL_S)
 
 
