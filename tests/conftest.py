@@ -5,6 +5,7 @@ touches ~/.cache or the network.
   (TINY_TRAIN / TINY_TEST images, every class present) as real gzipped IDX files. Load it with
   `load_fashion_mnist(tiny_idx_dir, verify=False)`: it is not Fashion-MNIST, so verification fails.
 - `make_tiny_idx`: the writer behind `tiny_idx_dir` (directory, n_train=, n_test=, seed=, compress=).
+- `load_idx(directory)`: the data set in such files, cached beside them (for module-scoped fixtures).
 - `run_cli`: `run_cli("data", "--no-download")` runs `fmbench.cli.main` in-process and returns
   (exit code, stdout, stderr).
 - `real_data_dir`: where fmbench's own lookup finds the real files for this user (FMBENCH_DATA_DIR,
@@ -71,6 +72,14 @@ def write_tiny_idx(directory: Path, *, n_train: int = TINY_TRAIN, n_test: int = 
             else:
                 (directory / stem).write_bytes(data)
     return directory
+
+
+def load_idx(directory: Path):
+    """The data set in IDX files a test wrote (unverified), cached beside them: a module-scoped fixture
+    runs before the autouse one below points FMBENCH_CACHE_DIR away from ~."""
+    from fmbench.data import load_fashion_mnist
+
+    return load_fashion_mnist(directory, verify=False, download=False, cache_dir=Path(directory).parent / "cache")
 
 
 @pytest.fixture

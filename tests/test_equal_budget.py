@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import load_idx
 from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
 from helpers_engine import read_json, stub_speed
 from test_tune import SETS, write_learnable_idx
 
 import fmbench
-from fmbench.data import load_fashion_mnist
 from fmbench.errors import ConfigError
 
 pytest.importorskip("optuna", reason="optuna is a test dependency (pip install -e '.[test]')")
@@ -29,7 +29,7 @@ def idx(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(idx):
-    return load_fashion_mnist(idx, verify=False, download=False, cache_dir=idx.parent / "cache")
+    return load_idx(idx)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_run_trains_a_searchs_recipe_with_several_seeds(studied, data, tmp_path,
     configs = [read_json(d / "config.json") for d in sorted((tmp_path / "r" / "runs").iterdir())]
     assert report is not None and [c["model"] for c in configs] == ["cnn_seed", "cnn_seed"]
     recipe = {k: str(v) for k, v in read_json(best)["overrides"].items()}   # as --set text
-    assert [c["overrides"] for c in configs] == [{**recipe, **({"seed": "43"} if i else {}), "threads": "1"}
+    assert [c["overrides"] for c in configs] == [{**recipe, **({"seed": 43} if i else {}), "threads": "1"}
                                                  for i in range(2)]
 
 
@@ -105,7 +105,7 @@ def test_run_trains_a_searchs_recipe_with_several_seeds(studied, data, tmp_path,
     (["--budget", "1m", "--models", "cnn_seed,cnn_seed"],
      "fmbench: error: --models names a model twice: cnn_seed,cnn_seed\n"),
     (["--budget", "1m", "--models", "resnet"], "fmbench: error: unknown model 'resnet'"),
-    (["--budget", "1m", "--space-typo"], "fmbench study equal-budget: error: unrecognized arguments: --space-typo"),
+    (["--budget", "1m", "--space-typo"], "fmbench: error: unrecognized arguments: --space-typo"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(run_cli, idx, tmp_path, argv, message):
     code, _, err = run_cli("study", "equal-budget", *argv, "--out", tmp_path / "o", "--data-dir", idx, "--no-verify",

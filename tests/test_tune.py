@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_idx
 from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
 from helpers_engine import read_json, stub_speed
 
@@ -20,7 +21,6 @@ import fmbench
 from fmbench import space as S
 from fmbench import tuning as T
 from fmbench.tuning import backend
-from fmbench.data import load_fashion_mnist
 from fmbench.data.idx import idx_bytes
 from fmbench.errors import ConfigError
 from fmbench.models import REGISTRY
@@ -55,8 +55,7 @@ def idx(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(idx):
-    # its own cache: a module fixture runs before conftest's autouse one points FMBENCH_CACHE_DIR away from ~
-    return load_fashion_mnist(idx, verify=False, download=False, cache_dir=idx.parent / "cache")
+    return load_idx(idx)
 
 
 def tune(out: Path, data, **kw):

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fmbench import runs
+from fmbench import runs, sharing
 from fmbench.engine import distributed as D
 from fmbench.errors import ConfigError
 from fmbench.models import REGISTRY, get_spec
@@ -100,20 +101,23 @@ def plan_runs(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: 
 
 
 def run_comparison(entries: list[Entry], overrides: dict[str, Any], seeds: int, out: Path, data,
-                   device: str = "auto", command: str = "", studies: list[Path] = ()) -> Path | None:
+                   device: str = "auto", command: str = "", storage: str | None = None,
+                   workers: int = 1, studies: list[Path] = ()) -> Path | None:
     """Train (or reuse, or resume) or evaluate every planned run, then build the report (with the
-    sections of the study directories in `studies`); returns report.html."""
-    run_dirs = []
+    sections of the study directories in `studies`); returns report.html. With a `storage` or
+    several `workers`, the processes sharing it make the runs first (fmbench.sharing)."""
     planned = plan_runs(entries, overrides, seeds, out, data, device)
-    for n, (entry, spec, run_dir) in enumerate(planned, 1):
-        if spec is None:
-            runs.evaluate_shipped(entry.model, run_dir, data, device, f"[{n}/{len(planned)}] {entry.model} (shipped weights)")
-        else:
-            runs.execute(spec, run_dir, data, device, head=f"[{n}/{len(planned)}] {spec.model} seed {spec.train_cfg.seed}")
-        run_dirs.append(run_dir)
+    jobs = [(run_dir, partial(runs.evaluate_shipped, entry.model, run_dir, data, device,
+                              f"[{n}/{len(planned)}] {entry.model} (shipped weights)") if spec is None else
+             partial(runs.execute, spec, run_dir, data, device,
+                     head=f"[{n}/{len(planned)}] {spec.model} seed {spec.train_cfg.seed}"))
+            for n, (entry, spec, run_dir) in enumerate(planned, 1)]
+    sharing.run_all("run", jobs, data.identity["key"], out, storage, workers)
+    for _, job in jobs:
+        job()
     if not D.is_main():
         return None
     from fmbench.report import build_report
 
     logger.info("writing the comparison report")
-    return build_report([*run_dirs, *studies], out, test_images=data.test_images, command=command)
+    return build_report([*(d for d, _ in jobs), *studies], out, test_images=data.test_images, command=command)

@@ -47,6 +47,13 @@ def set_verbosity(level: int) -> None:
     _root().setLevel(level)
 
 
+def set_prefix(prefix: str) -> None:
+    """Begin every message with `prefix` (a worker process names itself: "[worker 2] ")."""
+    for h in _root().handlers:
+        if isinstance(h, _Stderr):
+            h.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(message)s"))
+
+
 @contextmanager
 def quiet(on: bool = True) -> Iterator[None]:
     """Within the block, show only warnings and errors (when `on`)."""

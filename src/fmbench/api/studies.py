@@ -25,13 +25,16 @@ def _data(data):
 
 def run_study(models: Sequence[str] | None = None, preset: str | None = None, *, seeds: int = 1,
               out: str | Path = "fmbench-study", pretrained: bool = False, recipes: Sequence[str | Path] = (),
-              data=None, device: str = "auto", command: str = "", quiet: bool = False,
-              **overrides: Any) -> Path | None:
+              data=None, device: str = "auto", command: str = "", storage: str | None = None, workers: int = 1,
+              quiet: bool = False, **overrides: Any) -> Path | None:
     """What `fmbench run` does: train (or reuse, or resume) each model `seeds` times and evaluate the
     shipped ones, then write the comparison report into `out`; returns report.html (None on the
     non-main ranks of torchrun). No `models` and no `preset`: the default study (cnn_seed and
     vit_seed on `fast`, the shipped cnn_best and vit_best); `pretrained`: shipped weights only;
-    `recipes`: fmbench tune's best.json files, each model trained with its recipe (beside `models`)."""
+    `recipes`: fmbench tune's best.json files, each model trained with its recipe (beside `models`).
+    `workers` processes here, and every process given the same `storage` URL, share the runs
+    (fmbench.sharing; default storage OUT/study.journal); each trains with the `threads` setting."""
+    from fmbench import sharing
     from fmbench.comparison import choose_entries, plan_runs, run_comparison
 
     out, overrides = Path(out), _overrides(overrides)
@@ -40,17 +43,20 @@ def run_study(models: Sequence[str] | None = None, preset: str | None = None, *,
         raise ConfigError("--set, --precision and --seeds do not apply to --pretrained (the shipped weights are "
                           "evaluated as they are)")
     plan_runs(entries, overrides, seeds, out)         # bad options fail before the data loads
+    sharing.check(storage, workers, out)
     data = _data(data)
     with logs.quiet(quiet):
-        return run_comparison(entries, overrides, seeds, out, data, device, command=command)
+        return run_comparison(entries, overrides, seeds, out, data, device, command, storage, workers)
 
 
 def study_data_size(models: Sequence[str] = ("cnn_seed", "vit_seed"), sizes: Sequence[int] | str | None = None, *,
                     seeds: int = 2, preset: str | None = None, out: str | Path = "data-size-study", data=None,
-                    device: str = "auto", quiet: bool = False, **overrides: Any) -> Path:
+                    device: str = "auto", storage: str | None = None, workers: int = 1, quiet: bool = False,
+                    **overrides: Any) -> Path:
     """What `fmbench study data-size` does: train each model on nested stratified subsets of the
     training split (`sizes`, default 1,000 to 54,000) with `seeds` seeds, write OUT/data_size.json
-    and the study's report; returns its report.html."""
+    and the study's report; returns its report.html. `storage` and `workers` as in run_study."""
+    from fmbench import sharing
     from fmbench.report.studies import write_study_report
     from fmbench.spec import make_spec
     from fmbench.studies import data_size
@@ -61,9 +67,10 @@ def study_data_size(models: Sequence[str] = ("cnn_seed", "vit_seed"), sizes: Seq
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     for m in models:                                  # unknown names and bad settings fail before the data loads
         make_spec(m, preset, overrides)
+    sharing.check(storage, workers, out)
     data = _data(data)
     with logs.quiet(quiet):
-        result = data_size.run(list(models), preset, sizes, seeds, overrides, data, out, device)
+        result = data_size.run(list(models), preset, sizes, seeds, overrides, data, out, device, storage, workers)
     return write_study_report(result, out)
 
 

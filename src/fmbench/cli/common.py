@@ -54,6 +54,17 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 where the device runs it fast, else fp32")
 
 
+def add_sharing_args(p: argparse.ArgumentParser) -> None:
+    """--storage and --workers, which `run` and `study data-size` share (fmbench.sharing)."""
+    g = p.add_argument_group("sharing the runs between processes and machines (needs fmbench[tune])")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="train in N processes on this machine, sharing the runs through OUT/study.journal or "
+                        "--storage; each uses --set threads=K threads (default: all cores each; K = cores / N)")
+    g.add_argument("--storage", metavar="URL",
+                   help="share the runs with every process given this URL: sqlite:///FILE, postgresql://..., "
+                        "mysql://... or a journal file's path (docs/design.md, \"Many runs\")")
+
+
 def overrides_from(args: argparse.Namespace) -> dict[str, str]:
     """--set items plus --precision, as one dict of overrides."""
     from fmbench.config import parse_set_args

@@ -7,8 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
-                                overrides_from)
+from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_sharing_args, add_training_args, check_out_dir,
+                                load_data, overrides_from)
 
 EPILOG = """examples:
   fmbench run                                      the study's CNN and ViT on their fast recipes, beside the
@@ -18,6 +18,8 @@ EPILOG = """examples:
   fmbench run --seeds 3 --out study3               3 seeds per trained model: mean +- std and a test over seeds
   fmbench run --models cnn_seed --set epochs=3     any --set applies to every trained model
   fmbench run --recipe cnn/best.json --recipe vit/best.json --seeds 3    two searches' recipes (fmbench tune)
+  fmbench run --seeds 3 --workers 2 --set threads=1
+                                                   two processes of one thread share its 8 runs
 """
 
 
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", action="store_true",
                    help="evaluate shipped weights instead of training (default: every shipped model)")
     add_device_args(p)
+    add_sharing_args(p)
     add_data_args(p)
     p.set_defaults(func=run)
 
@@ -50,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     command = "fmbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "fmbench run"
     try:
         report = api.run_study(models, args.preset, seeds=args.seeds, out=check_out_dir(args.out),
-                               pretrained=args.pretrained, recipes=args.recipe, data=lambda: load_data(args), device=args.device,
-                               command=command, **overrides_from(args))
+                               pretrained=args.pretrained, recipes=args.recipe, data=lambda: load_data(args),
+                               device=args.device, command=command, storage=args.storage, workers=args.workers,
+                               **overrides_from(args))
     except KeyboardInterrupt:
         print("\ninterrupted; finished runs are kept and the interrupted one resumes where it stopped. "
               "Run the same command again to continue.", file=sys.stderr)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
-from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_training_args, check_out_dir, load_data,
-                                overrides_from)
+from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_sharing_args, add_training_args, check_out_dir,
+                                load_data, overrides_from)
+from fmbench.cli.study_budget import register_equal_budget
 
 EPILOG = """examples:
   fmbench study data-size                                   cnn_seed and vit_seed (fast), 6 sizes, 2 seeds (~45 min)
   fmbench study data-size --sizes 1000,5000 --seeds 1 --out ds
+  fmbench study data-size --workers 2 --set threads=1       two processes of one thread share the runs
   fmbench study robustness                                  the four shipped models, 14 corruptions x 5 severities
   fmbench study robustness runs/cnn_seed-fast-seed42-1a2b3c4d --weights vit_best --corruptions rotate,gaussian_blur
   fmbench study equal-budget --budget 20m --set train_size=10000    each model searched for 20 min, then 3 seeds
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", type=Path, default=Path("data-size-study"), metavar="DIR",
                    help="output directory (default: data-size-study)")
     add_device_args(d)
+    add_sharing_args(d)
     add_data_args(d)
     d.set_defaults(func=run_data_size)
 
@@ -58,26 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(r)
     r.set_defaults(func=run_robustness, trailing_positionals="run_dirs")
 
-    e = kinds.add_parser("equal-budget", help="each model searched for the same time, then compared", epilog=EPILOG,
-                         formatter_class=RAW,
-                         description="Search each model's hyperparameters (fmbench tune: Optuna) for the same "
-                                     "wall-clock budget, one after another on this machine, then train each chosen "
-                                     "recipe on the full training set with several seeds and write the comparison "
-                                     "report, which states the budget, the trials and the pruned trials per model.")
-    e.add_argument("--models", default="cnn_seed,vit_seed", help="comma-separated models (default: cnn_seed,vit_seed)")
-    add_training_args(e, " for the searches and the final runs (train_size: the searches only)")
-    e.add_argument("--budget", required=True, metavar="DURATION", help="each model's search time, e.g. 20m or 1h")
-    e.add_argument("--seeds", type=int, default=3, metavar="N", help="final runs per model (default: 3)")
-    e.add_argument("--out", type=Path, default=Path("equal-budget-study"), metavar="DIR",
-                   help="output directory: search/MODEL, runs/, the report (default: equal-budget-study)")
-    e.add_argument("--storage", metavar="URL", help="where the searches' studies live (default: a journal file in "
-                                                    "each search directory); see fmbench tune")
-    e.add_argument("--search-seed", type=int, default=0, metavar="S", help="the samplers' seed (default: 0)")
-    e.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
-                   help="stop trials early on their validation accuracy (default: median)")
-    add_device_args(e)
-    add_data_args(e)
-    e.set_defaults(func=run_equal_budget)
+    register_equal_budget(kinds, EPILOG)
 
 
 def run_data_size(args: argparse.Namespace) -> int:
@@ -86,19 +68,7 @@ def run_data_size(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     report = api.study_data_size(models, args.sizes, seeds=args.seeds, preset=args.preset,
                                  out=check_out_dir(args.out), data=lambda: load_data(args), device=args.device,
-                                 **overrides_from(args))
-    print(f"report: {report}")
-    return 0
-
-
-def run_equal_budget(args: argparse.Namespace) -> int:
-    from fmbench import api
-
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    report = api.study_equal_budget(models, args.budget, seeds=args.seeds, preset=args.preset,
-                                    out=check_out_dir(args.out), storage=args.storage, search_seed=args.search_seed,
-                                    pruner=args.pruner, data=lambda: load_data(args), device=args.device,
-                                    command=" ".join(["fmbench", *map(shlex.quote, sys.argv[1:])]), **overrides_from(args))
+                                 storage=args.storage, workers=args.workers, **overrides_from(args))
     print(f"report: {report}")
     return 0
 

@@ -192,12 +192,15 @@ def equal_budget_section(doc: Doc, result: dict[str, Any]) -> None:
           f"{result['budget_s'] / 60:.0f} minutes, on the same machine (Optuna: seeded TPE sampler, "
           f"{result['pruner']} pruner on each epoch's validation accuracy; the choice uses the validation split "
           f"only). Each model's chosen recipe was then trained with {result['seeds']} seed"
-          f"{'s' if result['seeds'] > 1 else ''}: those are the runs of the tables above."
+          f"{'s' if result['seeds'] > 1 else ''}: those are the runs of the tables above. A search starts no trial "
+          "once its budget is spent and lets the running one finish, so its time can pass the budget by up to one "
+          "trial."
           + (f" The searches fixed {', '.join(fixed)} to fit more trials into the budget; the final runs train on "
              "the full training set." if fixed else ""))
     rows = [[m["model"], f"{m['elapsed_s'] / 60:.1f} min", str(m["trials"]), str(m["complete"]), str(m["pruned"]),
              str(m["fail"]), f"{m['best_val_accuracy'] * 100:.2f}% (trial {m['best_trial']})",
-             ", ".join(f"{k}={v}" for k, v in m["chosen"].items())] for m in models]
+             ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in m["chosen"].items())]
+            for m in models]
     doc.table(["model", "search time", "trials", "finished", "pruned", "failed", "best validation accuracy",
                "chosen settings"], rows, "lrrrrrrl")
     doc.p("Search spaces: " + "; ".join(f"{m['model']}: " + ", ".join(f"{k} {v}" for k, v in m["space"].items())

@@ -14,11 +14,12 @@ schedule stretches with the epochs).
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fmbench import rundir as R
-from fmbench import runs
+from fmbench import runs, sharing
 from fmbench.errors import ConfigError
 from fmbench.spec import RunSpec, make_spec
 
@@ -71,18 +72,23 @@ def plan(models: list[str], preset: str | None, sizes: list[int], seeds: int, ov
 
 
 def run(models: list[str], preset: str | None, sizes: list[int], seeds: int, overrides: dict[str, Any], data,
-        out: Path, device: str = "auto") -> dict[str, Any]:
-    """Train (or reuse) every planned run, then write OUT/data_size.json and return it."""
+        out: Path, device: str = "auto", storage: str | None = None, workers: int = 1) -> dict[str, Any]:
+    """Train (or reuse) every planned run, then write OUT/data_size.json and return it. With a
+    `storage` or several `workers`, the processes sharing it train the runs first (fmbench.sharing)."""
     from fmbench.fileio import write_json
     from fmbench.report import stats
 
     planned = plan(models, preset, sizes, seeds, overrides, data, out, device)
+    jobs = [(run_dir, partial(runs.execute, rc, run_dir, data, device, explain=False,
+                              head=f"[{n}/{len(planned)}] {label} on {size:,} images, seed {rc.train_cfg.seed}, "
+                                   f"{rc.train_cfg.epochs} epochs"))
+            for n, (label, size, rc, run_dir) in enumerate(planned, 1)]
+    sharing.run_all("data-size", jobs, data.identity["key"], out, storage, workers)
     results: dict[str, dict[str, list[dict]]] = {}
     names: dict[str, str] = {}
     first_seed_preds: dict[tuple[str, int], Any] = {}
-    for n, (label, size, rc, run_dir) in enumerate(planned, 1):
-        head = f"[{n}/{len(planned)}] {label} on {size:,} images, seed {rc.train_cfg.seed}, {rc.train_cfg.epochs} epochs"
-        runs.execute(rc, run_dir, data, device, explain=False, head=head)
+    for (label, size, rc, run_dir), (_, job) in zip(planned, jobs):
+        job()
         summary = R.read_summary(run_dir)
         names[label] = rc.model
         results.setdefault(label, {}).setdefault(str(size), []).append({

@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -35,7 +33,7 @@ from fmbench import rundir as R
 from fmbench import space as S
 from fmbench.errors import ConfigError, FmbenchError, TrainingDiverged
 from fmbench.fileio import read_json, write_json
-from fmbench.tuning.backend import load_optuna, make_pruner, make_sampler, retry
+from fmbench.tuning.backend import fail_dead, load_optuna, make_pruner, make_sampler, retry, worker_id
 from fmbench.tuning.recipe import RECIPE_VERSION, as_text
 
 logger = logging.getLogger(__name__)
@@ -171,24 +169,9 @@ def _room(study, trials: int | None) -> bool:
     return len(taken) < trials
 
 def _recover(study) -> None:
-    """Fail and retry the trials that a dead process on this machine left running (a journal file
-    has no heartbeats; a database's heartbeats do this for every machine)."""
-    host = socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(load_optuna().trial.TrialState.RUNNING,)):
-        h, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if h == host and pid.isdigit() and not _alive(int(pid)):
-            study.tell(t.number, state=load_optuna().trial.TrialState.FAIL, skip_if_finished=True)
-            retry(study, t)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+    """Fail and retry the trials that a dead process on this machine left running."""
+    for t in fail_dead(study):
+        retry(study, t)
 
 
 def _objective(trial, search: Search, out: Path, data, device: str, trials: int | None) -> float:
@@ -201,7 +184,7 @@ def _objective(trial, search: Search, out: Path, data, device: str, trials: int 
                                   for t in trial.study.get_trials(deepcopy=False)) >= trials:
         trial.set_user_attr("surplus", True)
         raise _Surplus(f"the search already has its {trials} trials")
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("worker", worker_id())
     sampled = {k: p.suggest(trial, k) for k, p in search.space.items()}
     spec = make_spec(search.model, search.preset,
                      {**search.fixed, **{k: as_text(v) for k, v in sampled.items()}}).on(data, device)

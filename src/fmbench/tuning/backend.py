@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import socket
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,13 @@ RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 HEARTBEAT_S, GRACE_S = 60, 180
 
 
-def load_optuna():
-    """Optuna, quiet (fmbench logs each trial itself), or a ConfigError saying how to install it."""
+def load_optuna(what: str = "fmbench tune"):
+    """Optuna, quiet (fmbench logs each trial itself), or a ConfigError saying that `what` needs it
+    and how to install it."""
     try:
         import optuna as o
     except ImportError:
-        raise ConfigError("fmbench tune needs Optuna: pip install 'fmbench[tune]'") from None
+        raise ConfigError(f"{what} needs Optuna: pip install 'fmbench[tune]'") from None
     o.logging.set_verbosity(o.logging.WARNING)
     return o
 
@@ -53,9 +56,10 @@ def storage_label(url: str | None, out: Path) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def open_storage(url: str | None, out: Path):
+def open_storage(url: str | None, out: Path, retry_stale: bool = True):
     """The study's storage: DIR/study.journal, or `url`: sqlite:///FILE, postgresql://..., mysql://...
-    (SQLAlchemy URLs, with heartbeats) or a journal file's path. Unreachable -> ConfigError."""
+    (SQLAlchemy URLs, with heartbeats) or a journal file's path. Unreachable -> ConfigError.
+    `retry_stale`: a database's trial whose worker fell silent is queued again (`retry`); else only failed."""
     o = load_optuna()
     if url is None or "://" not in url:
         path = Path(url) if url else Path(out) / JOURNAL
@@ -83,7 +87,8 @@ def open_storage(url: str | None, out: Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", o.exceptions.ExperimentalWarning)
             return o.storages.RDBStorage(url, engine_kwargs={"connect_args": connect}, heartbeat_interval=HEARTBEAT_S,
-                                         grace_period=GRACE_S, **{stale: retry})
+                                         grace_period=GRACE_S,
+                                         **{stale: retry if retry_stale else None})
     except ImportError as e:
         raise ConfigError(f"--storage {where}: its database driver is missing ({e}); install it, e.g. "
                           "pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)") from None
@@ -122,6 +127,34 @@ def make_sampler(seed: int):
 
     return PerTrialTPE()
 
+
+
+def worker_id() -> str:
+    """HOST:PID, the worker a trial's "worker" user attribute names (fail_dead reads it back)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_dead(study) -> list:
+    """Fail the trials that a dead process on this machine left running, and return them (a journal
+    file has no heartbeats; a database's heartbeats do this for every machine)."""
+    running = load_optuna().trial.TrialState.RUNNING
+    dead = []
+    for t in study.get_trials(deepcopy=False, states=(running,)):
+        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            study.tell(t.number, state=load_optuna().trial.TrialState.FAIL, skip_if_finished=True)
+            dead.append(t)
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def retry(study, trial) -> None:
