@@ -62,9 +62,9 @@ def tune(out: Path, data, **kw):
     return fmbench.tune("cnn_seed", out=out, data=data, device="cpu", quiet=True, **{**SETS, **kw})
 
 
-def trials_of(out: Path) -> list:
-    """The study in OUT/study.journal, its trials in number order."""
-    storage = backend.open_storage(None, out)
+def trials_of(out: Path, url: str | None = None) -> list:
+    """The study in OUT/study.journal (or at `url`), its trials in number order."""
+    storage = backend.open_storage(url, out)
     (name,) = optuna.get_all_study_names(storage)
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
@@ -184,23 +184,55 @@ WORKER = ("import sys, fmbench.runs as r; "
           "from fmbench.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
+# A PostgreSQL server where the test may create (and then drops) a database of its own, e.g.
+# postgresql://me@127.0.0.1:5432/postgres; without it the PostgreSQL case is skipped.
+POSTGRES = os.environ.get("FMBENCH_TEST_POSTGRES", "")
+
+
+@pytest.fixture(params=["journal", "sqlite", "postgresql"])
+def shared_storage(request, tmp_path):
+    """The --storage URL two workers share (None: the default journal file in --out)."""
+    if request.param == "journal":
+        yield None
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+    else:
+        if not POSTGRES:
+            pytest.skip("set FMBENCH_TEST_POSTGRES to a PostgreSQL server's URL to run this case")
+        import sqlalchemy
+
+        server = sqlalchemy.engine.make_url(POSTGRES)
+        name = f"fmbench_test_{os.getpid()}_{tmp_path.name}".lower().replace("-", "_")[:60]
+        admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as c:
+                c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
 @pytest.mark.slow      # two processes and a 6-trial search alone: about 20 s on a busy 2-core machine
-def test_two_workers_share_one_storage_and_choose_as_one_worker(tmp_path, idx, data, monkeypatch):
-    """Two processes, one journal file, 6 trials: each trial runs once, and the choice is one worker's.
+def test_two_workers_share_one_storage_and_choose_as_one_worker(tmp_path, idx, data, monkeypatch, shared_storage):
+    """Two processes, one storage (a journal file, SQLite, PostgreSQL), 6 trials: each trial runs
+    once, and the choice is one worker's.
     Same choice because each trial's draws depend on (seed, trial number) alone in a search this
     short (TPE samples its first 10 trials at random) and training on one thread is deterministic;
     no pruner, since the median of whichever trials finished first would depend on timing.
     (`fmbench.cli.main` as `python -m fmbench` runs it, with the inference benchmark stubbed.)"""
     sets = [a for k, v in SETS.items() for a in ("--set", f"{k}={v}")]
     argv = ["tune", "cnn_seed", "--trials", "6", "--pruner", "none", "--out", str(tmp_path / "shared"), *sets,
-            "--data-dir", str(idx), "--no-verify", "--no-download", "--device", "cpu"]
+            "--data-dir", str(idx), "--no-verify", "--no-download", "--device", "cpu",
+            *(["--storage", shared_storage] if shared_storage else [])]
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, *argv], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(w.wait(timeout=300), *w.communicate()) for w in workers]
     for code, out, err in results:
         assert code == 0 and "Traceback" not in err, err[-2000:]
-    trials = [t for t in trials_of(tmp_path / "shared") if not t.user_attrs.get("surplus")]
+    trials = [t for t in trials_of(tmp_path / "shared", shared_storage) if not t.user_attrs.get("surplus")]
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6              # none ran twice
     assert len({t.user_attrs["worker"] for t in trials}) == 2                            # both worked
@@ -302,3 +334,28 @@ def test_space_syntax():
 
 def test_budget_units():
     assert [T.parse_budget(b) for b in ("90s", "20m", "1.5h", "45", 30, None)] == [90, 1200, 5400, 45, 30, None]
+
+
+def test_two_workers_creating_a_new_databases_tables_at_once_retry(monkeypatch, tmp_path):
+    """The loser of the race to create a new database's tables (a duplicate alembic_version row)
+    tries again instead of failing; an unreachable database is still one line at the first try."""
+    import sqlalchemy
+
+    calls = []
+    real = optuna.storages.RDBStorage
+
+    def racing(url, **kw):
+        calls.append(url)
+        if url.endswith("new.db") and len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception(
+                "UNIQUE constraint failed: alembic_version.version_num"))
+        return real(url, **kw)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(backend.time, "sleep", lambda s: None)
+    backend.open_storage(f"sqlite:///{tmp_path / 'new.db'}", tmp_path)
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(ConfigError, match="cannot reach the database"):
+        backend.open_storage("sqlite:////nonexistent-dir/study.db", tmp_path)
+    assert len(calls) == 1

@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ PRUNERS = ("median", "hyperband", "none")
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 # A database's workers beat every minute; a trial silent for three minutes is failed and retried.
 HEARTBEAT_S, GRACE_S = 60, 180
+SCHEMA_TRIES = 3          # a new database: tries at creating its tables while other workers do too
 
 
 def load_optuna(what: str = "fmbench tune"):
@@ -83,18 +85,32 @@ def open_storage(url: str | None, out: Path, retry_stale: bool = True):
     # Optuna 4.9 renamed failed_trial_callback; heartbeats are "experimental" (a warning per start)
     stale = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
              inspect.signature(o.storages.RDBStorage).parameters else "failed_trial_callback")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", o.exceptions.ExperimentalWarning)
-            return o.storages.RDBStorage(url, engine_kwargs={"connect_args": connect}, heartbeat_interval=HEARTBEAT_S,
-                                         grace_period=GRACE_S,
-                                         **{stale: retry if retry_stale else None})
-    except ImportError as e:
-        raise ConfigError(f"--storage {where}: its database driver is missing ({e}); install it, e.g. "
-                          "pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise ConfigError(f"--storage {where}: cannot reach the database: {reason}") from None
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", o.exceptions.ExperimentalWarning)
+                return o.storages.RDBStorage(url, engine_kwargs={"connect_args": connect},
+                                             heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                             **{stale: retry if retry_stale else None})
+        except ImportError as e:
+            raise ConfigError(f"--storage {where}: its database driver is missing ({e}); install it, e.g. "
+                              "pip install 'psycopg[binary]' (PostgreSQL) or pymysql (MySQL)") from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            if attempt + 1 < SCHEMA_TRIES and _schema_race(e):
+                time.sleep(1.0 + attempt)   # another worker is creating the tables of a new database
+                continue
+            raise ConfigError(f"--storage {where}: cannot reach the database: {reason}") from None
+
+
+def _schema_race(e: Exception) -> bool:
+    """Whether `e` is two workers creating a new database's tables at once (Optuna creates them and
+    stamps alembic_version on first use; the loser sees a duplicate), which a second try gets past."""
+    import sqlalchemy
+
+    text = str(getattr(e, "orig", None) or e).lower()
+    return isinstance(e, sqlalchemy.exc.IntegrityError) or any(
+        w in text for w in ("already exists", "unique constraint", "duplicate key"))
 
 
 
