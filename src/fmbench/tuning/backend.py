@@ -97,20 +97,20 @@ def open_storage(url: str | None, out: Path, retry_stale: bool = True):
                               "pip install 'psycopg[binary]' (PostgreSQL) or pymysql (MySQL)") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
             reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-            if attempt + 1 < SCHEMA_TRIES and _schema_race(e):
+            if attempt + 1 < SCHEMA_TRIES and _schema_race(e, reason):
                 time.sleep(1.0 + attempt)   # another worker is creating the tables of a new database
                 continue
             raise ConfigError(f"--storage {where}: cannot reach the database: {reason}") from None
 
 
-def _schema_race(e: Exception) -> bool:
-    """Whether `e` is two workers creating a new database's tables at once (Optuna creates them and
-    stamps alembic_version on first use; the loser sees a duplicate), which a second try gets past."""
+def _schema_race(e: Exception, reason: str) -> bool:
+    """Whether `e` (its driver's message `reason`) is two workers creating a new database's tables at
+    once (Optuna creates them and stamps alembic_version on first use; the loser sees a duplicate),
+    which a second try gets past."""
     import sqlalchemy
 
-    text = str(getattr(e, "orig", None) or e).lower()
     return isinstance(e, sqlalchemy.exc.IntegrityError) or any(
-        w in text for w in ("already exists", "unique constraint", "duplicate key"))
+        w in reason.lower() for w in ("already exists", "unique constraint", "duplicate key"))
 
 
 
