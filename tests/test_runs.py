@@ -123,6 +123,16 @@ def test_a_format_1_run_directory_loads(tmp_path):
     assert isinstance(run.model()(torch.zeros(1, 1, 28, 28)), torch.Tensor)
 
 
+def test_a_format_1_config_naming_a_model_format_1_never_held_is_one_line(tmp_path):
+    """Version 1's family and tier come from the four models it knew, not today's registry."""
+    assert set(R.V1_MODELS) == {"cnn_seed", "vit_seed", "cnn_best", "vit_best"}
+    run_dir = shutil.copytree(V1_RUN, tmp_path / "run-v1")
+    config = json.loads((run_dir / R.CONFIG).read_text())
+    (run_dir / R.CONFIG).write_text(json.dumps({**config, "model": "hybrid_best"}))
+    with pytest.raises(RunDirError, match=r"config.json: model 'hybrid_best' is no version-1 model"):
+        R.read_config(run_dir)
+
+
 def test_a_format_1_run_trained_on_two_threads_is_reused_by_its_spec_today(tmp_path):
     run_dir = shutil.copytree(V1_RUN, tmp_path / "run-v1")
     held = read_spec(run_dir)

@@ -25,6 +25,8 @@ from fmbench.fileio import LOCK_FILE, read_json, write_bytes, write_json
 
 FORMAT_VERSION = 2                     # 2: config.json records family, tier, device and the test set's hash
 CARD_VERSION = 1
+V1_MODELS = {"cnn_seed": ("cnn", "study"), "vit_seed": ("vit", "study"),      # version 1's models: (family, tier)
+             "cnn_best": ("cnn", "strong"), "vit_best": ("vit", "strong")}
 
 CONFIG = "config.json"                 # what defines the run (config_record)
 ENV = "env.json"                       # where and how it ran (runtime.capture_env)
@@ -90,11 +92,10 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 def upgrade_config(raw: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """A version-1 config.json in version 2's form (the one place that knows version 1): family and
-    tier from the model registry, the device type from env.json, the test set's hash from
+    tier as version 1's four models had them, the device type from env.json, the test set's hash from
     summary.json (a v1 run bound to no data set stays unbound). Nothing is written back."""
-    from fmbench.models import get_spec
-
-    spec = get_spec(raw.get("model"))
+    _need(raw.get("model") in V1_MODELS, Path(run_dir) / CONFIG, f"model {raw.get('model')!r} is no version-1 model")
+    family, tier = V1_MODELS[raw["model"]]
     env = read_env(run_dir) if (Path(run_dir) / ENV).exists() else {}
     device = str(env.get("device") or "").split(" ")[0].split(":")[0] or None   # "cuda:0 (NVIDIA ...)" -> cuda
     data = raw.get("data")
@@ -102,7 +103,7 @@ def upgrade_config(raw: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         summary = read_json(Path(run_dir) / SUMMARY) if (Path(run_dir) / SUMMARY).exists() else {}
         data = {"name": data.get("name"), "key": data.get("key"), "test_hash": summary.get("test_hash"),
                 "classes": data.get("classes")}
-    return {**raw, "format_version": FORMAT_VERSION, "family": spec.family, "tier": spec.tier,
+    return {**raw, "format_version": FORMAT_VERSION, "family": family, "tier": tier,
             "device": device, "data": data}
 
 

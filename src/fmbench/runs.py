@@ -11,6 +11,7 @@ The files themselves are rundir's; docs/design.md describes them.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -22,10 +23,11 @@ from fmbench import rundir as R
 from fmbench.data.batches import make_splits
 from fmbench.engine import distributed as D
 from fmbench.engine.checkpoint import load_weights
-from fmbench.engine.loop import evaluate, fit
+from fmbench.engine.loop import evaluate_splits, fit
 from fmbench.engine.speed import measure_inference
 from fmbench.engine.tensorboard import EpochEvents
 from fmbench.errors import ConfigError, RunDirError
+from fmbench.explain.record import explain_run, record_explanations
 from fmbench.fileio import writer_lock
 from fmbench.models import build_model, count_flops, count_params
 from fmbench.runtime import capture_env, choose_device, choose_precision, seed_everything, set_threads
@@ -129,9 +131,7 @@ def _train(spec: RunSpec, run_dir: Path, data, device_name: str, resume: bool, e
     """Train `spec` in `run_dir` and finish it. The main process holds the writer lock throughout;
     torchrun's other ranks train beside it and write nothing."""
     device_name = D.setup(device_name)
-    if not D.is_main():
-        return _train_locked(spec, run_dir, data, device_name, resume, explain, test, on_epoch)
-    with writer_lock(run_dir):
+    with writer_lock(run_dir) if D.is_main() else nullcontext():
         return _train_locked(spec, run_dir, data, device_name, resume, explain, test, on_epoch)
 
 
@@ -221,46 +221,24 @@ def evaluate_shipped(name: str | Path, run_dir: Path, data, device: str = "auto"
 
 def _finish(spec: RunSpec, run_dir: Path, model: nn.Module, splits, device: torch.device, precision: str, data,
             names: tuple[str, ...], explain: bool, **fields: Any) -> None:
-    """Evaluate cleanly on the named splits, record the explanation, then summary.json (last: its
-    presence marks the run complete). `fields` are rundir.Summary's training figures."""
-    metrics = write_evaluation(run_dir, model, spec.train_cfg, precision, splits, names, fields.get("best_epoch"),
-                               data.classes)
+    """Measure the model (clean evaluation on the named splits, the explanation, inference speed),
+    then write it all, summary.json last (its presence marks the run complete)."""
+    explanation = explain_run(model, spec.model, spec.model_cfg, spec.family, splits.test_x, splits.test_y,
+                              precision) if explain else None
+    metrics, probs = evaluate_splits(model, splits, names, spec.train_cfg, precision, data.classes)
     test = metrics.get("test", {})
-    if explain:
-        record_explanation(run_dir, model, spec, splits.test_x, splits.test_y, precision)
     speed = measure_inference(model, device, precision, channels_last=spec.train_cfg.channels_last)
-    R.write_summary(run_dir, R.Summary(
+    summary = R.Summary(
         model=spec.model, preset=spec.preset, config_hash=spec.hash, params=count_params(model),
         flops_per_image=count_flops(model), **speed, device=str(device), precision=precision,
         test_hash=data.test_hash, test_accuracy=test.get("accuracy"), test_f1_weighted=test.get("f1_weighted"),
-        **fields))
-
-
-def write_evaluation(run_dir: Path, model: nn.Module, cfg, precision: str, splits, names: tuple[str, ...],
-                     best_epoch: int | None, classes: tuple[str, ...] | list[str] | None = None) -> dict[str, dict]:
-    """Evaluate `model` cleanly on the named splits (test last); write eval.json and test_outputs.
-    `classes` names the per-class rows (the data set's class names)."""
-    metrics, probs = {}, None
-    for name in names:
-        metrics[name], p = evaluate(model, *splits.of(name), cfg, precision)
-        for row, cls in zip(metrics[name]["per_class"], classes or ()):
-            row["class"] = cls
-        if name == "test":
-            probs = p
-        logger.info("%5s: loss %.4f  accuracy %.4f  weighted F1 %.4f", name, metrics[name]["loss"],
-                    metrics[name]["accuracy"], metrics[name]["f1_weighted"])
-    R.write_eval(run_dir, best_epoch, metrics)
+        **fields)
+    R.write_eval(run_dir, fields.get("best_epoch"), metrics)
     if probs is not None:
         R.write_outputs(run_dir, probs, splits.test_y)
-    return metrics
-
-
-def record_explanation(run_dir: Path, model: nn.Module, spec: RunSpec, test_x: torch.Tensor, test_y: torch.Tensor,
-                       precision: str) -> None:
-    """Where the model looks, and how faithfully: explain.json + explain.safetensors (explain/record.py)."""
-    from fmbench.explain.record import record_explanations
-
-    record_explanations(run_dir, model, spec.model, spec.model_cfg, spec.family, test_x, test_y, precision)
+    if explanation is not None:
+        R.write_explanation(run_dir, *explanation)
+    R.write_summary(run_dir, summary)
 
 
 def explain_existing(run_dir: Path, data, device: str = "auto") -> None:
@@ -271,8 +249,8 @@ def explain_existing(run_dir: Path, data, device: str = "auto") -> None:
     model, spec = load_model(run_dir, choose_device(device))
     check_same_data(spec, data, run_dir)
     with writer_lock(run_dir):
-        record_explanation(run_dir, model, spec, data.test_images, data.test_labels,
-                           choose_precision(spec.train_cfg.precision, next(model.parameters()).device))
+        record_explanations(run_dir, model, spec.model, spec.model_cfg, spec.family, data.test_images,
+                            data.test_labels, choose_precision(spec.train_cfg.precision, next(model.parameters()).device))
 
 
 # the run's model --------------------------------------------------------------------------------

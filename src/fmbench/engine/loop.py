@@ -123,6 +123,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
     return report(cm.cpu(), loss_sum.item() / n), logits.softmax(1)
 
 
+def evaluate_splits(model: nn.Module, splits: Splits, names: tuple[str, ...], cfg: TrainConfig, precision: str,
+                    classes=None) -> tuple[dict[str, dict], torch.Tensor | None]:
+    """Clean metrics of the named splits (their per-class rows named by `classes`) and the test
+    split's probabilities (None when it is not named)."""
+    metrics, probs = {}, None
+    for name in names:
+        metrics[name], p = evaluate(model, *splits.of(name), cfg, precision)
+        for row, cls in zip(metrics[name]["per_class"], classes or ()):
+            row["class"] = cls
+        if name == "test":
+            probs = p
+        logger.info("%5s: loss %.4f  accuracy %.4f  weighted F1 %.4f", name, metrics[name]["loss"],
+                    metrics[name]["accuracy"], metrics[name]["f1_weighted"])
+    return metrics, probs
+
+
 def run_epoch(net: nn.Module, raw: nn.Module, splits: Splits, cfg: TrainConfig, state: TrainState,
               precision: str, on_step: Callable[[int, torch.Tensor], None]) -> dict[str, Any]:
     """Train one epoch and validate; returns its metrics.jsonl record (rundir.epoch_record)."""

@@ -90,6 +90,10 @@ def explain_run(model: nn.Module, name: str, model_cfg: Any, family: str, test_x
     record = {"method": method, "model": name, "sample_indices": idx, "class_means_n": len(test_y),
               **checks,
               "seconds": {"samples": round(t_samples, 2), "total": round(time.perf_counter() - t0, 2)}}
+    d = record["deletion"]
+    logger.info("explained %s (%s): deletion AUC %.3f by saliency vs %.3f at random over %d images; rank "
+                "correlation with random weights %s; %.1f s", name, method, d["saliency_auc"],
+                d["random_auc"], d["n"], record["randomisation"]["spearman_mean"], record["seconds"]["total"])
     return record, {"sample_maps": sample_maps.contiguous(), "class_means": class_means.contiguous()}
 
 
@@ -98,8 +102,4 @@ def record_explanations(run_dir: Path, model: nn.Module, name: str, model_cfg: A
     """Compute and write RUN_DIR/explain.json and explain.safetensors; returns the record."""
     record, tensors = explain_run(model, name, model_cfg, family, test_x, test_y, precision)
     R.write_explanation(run_dir, record, tensors)
-    d = record["deletion"]
-    logger.info("explained %s (%s): deletion AUC %.3f by saliency vs %.3f at random over %d images; rank "
-                "correlation with random weights %s; %.1f s", name, record["method"], d["saliency_auc"],
-                d["random_auc"], d["n"], record["randomisation"]["spearman_mean"], record["seconds"]["total"])
     return record
