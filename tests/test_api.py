@@ -101,7 +101,7 @@ def test_explain_images_gives_each_image_its_prediction_and_map():
 
 def test_explain_images_refuses_what_it_cannot_explain():
     images = torch.zeros(1, 28, 28, dtype=torch.uint8)
-    with pytest.raises(ConfigError, match="method rollout explains ViTs, but cnn_seed is a CNN"):
+    with pytest.raises(ConfigError, match="method rollout explains ViTs and hybrids, but cnn_seed is a CNN"):
         fmbench.explain_images(fmbench.create_model("cnn_seed"), images, method="rollout")
     with pytest.raises(ConfigError, match="Sequential is not a registered model"):
         fmbench.explain_images(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), images)

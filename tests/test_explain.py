@@ -139,8 +139,8 @@ def test_rank_correlation_and_the_randomisation_summary():
 
 
 @pytest.mark.parametrize("family, method, message", [
-    ("cnn", "rollout", "method rollout explains ViTs, but m is a CNN; use gradcam"),
-    ("vit", "gradcam", "method gradcam explains CNNs, but m is a ViT; use rollout"),
+    ("cnn", "rollout", "method rollout explains ViTs and hybrids, but m is a CNN; use gradcam"),
+    ("vit", "gradcam", "method gradcam explains CNNs and hybrids, but m is a ViT; use rollout"),
     ("mlp", None, "cannot explain m: unknown model family 'mlp'"),
     ("cnn", "lime", "unknown explanation method 'lime'"),
 ])

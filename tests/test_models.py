@@ -15,7 +15,7 @@ from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch threa
 from fmbench.config import apply_overrides, field_names
 from fmbench.engine.fuse import cpu_view
 from fmbench.errors import ConfigError
-from fmbench.models import REGISTRY, TIERS, build_model, count_flops, count_params, get_spec, resolve_config
+from fmbench.models import FAMILIES, REGISTRY, TIERS, build_model, count_flops, count_params, get_spec, resolve_config
 from fmbench.models.cnn import CNNSeedConfig
 from fmbench.models.vit import ViTConfig
 
@@ -44,7 +44,7 @@ def test_registry_holds_the_study_models():
 def test_every_model_has_a_default_preset_family_tier_and_valid_presets(name):
     spec = get_spec(name)
     assert spec.default_preset in spec.presets, "`fmbench train MODEL` uses the model's default preset"
-    assert spec.family in ("cnn", "vit") and spec.tier in TIERS
+    assert spec.family in FAMILIES and spec.tier in TIERS
     assert spec.description and all(p.about for p in spec.presets.values())
     for preset in spec.presets:  # every preset resolves to valid configs
         model_cfg, train_cfg = resolve_config(name, preset)
@@ -169,8 +169,10 @@ def test_the_engines_cpu_view_computes_what_the_model_does(name):
     (loss_a, grads_a), (loss_b, grads_b) = runs
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-6)
     for (pname, _), ga, gb in zip(model.named_parameters(), grads_a, grads_b):
-        # relative to the norm: the C BatchNorm sums float32 statistics in another order (~1e-4 apart)
-        assert (gb - ga).norm() <= 1e-3 * ga.norm() + 1e-8, pname
+        # relative to the norm: the C BatchNorm sums float32 statistics in another order (~1e-4 apart);
+        # plus float32 noise for a gradient that is 0 in exact arithmetic (the hybrid's sequence-pooling
+        # bias: a softmax over the tokens does not change when every score moves by the same amount)
+        assert (gb - ga).norm() <= 1e-3 * ga.norm() + 1e-7, pname
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -215,6 +215,22 @@ def test_analysis_answers_the_question_per_tier(four):
     assert "The study reported 92.1% vs 70.0% for these two architectures, a 22.1-point gap; with preset `fast`" in analysis
 
 
+def test_a_hybrid_is_paired_with_the_cnn_and_the_vit_of_its_tier(tmp_path):
+    dirs = [write_run(tmp_path, m, n=N, accuracy=a, preset="best", pretrained=True)
+            for m, a in (("cnn_best", 0.95), ("vit_best", 0.9), ("hybrid_best", 0.93))]
+    build_report(dirs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    sig = md[md.index("## 8. Is the difference real?"):md.index("## 9.")]
+    rows = [line.split("|")[1:3] for line in sig.splitlines() if line.startswith("| ") and "McNemar" not in line
+            and "---" not in line]
+    assert rows == [[" cnn_best ", " vit_best "], [" cnn_best ", " hybrid_best "], [" hybrid_best ", " vit_best "]]
+    assert "| the strong models | hybrid_best | hybrid | shipped weights, evaluated here" in md
+    analysis = md[md.index("## 9. Analysis"):]
+    assert "Among the strong models, the CNN is more accurate: cnn_best" in analysis
+    assert "The hybrid hybrid_best (a convolutional tokenizer before a transformer) is" in analysis
+    assert "below the CNN cnn_best" in analysis and "above the ViT vit_best" in analysis
+
+
 def test_runs_without_a_cnn_vit_pair_in_a_tier_are_all_paired(tmp_path):
     dirs = [write_run(tmp_path, m, n=N, accuracy=a) for m, a in (("cnn_seed", 0.9), ("cnn_best", 0.95),
                                                                  ("my_model", 0.8))]

@@ -65,7 +65,7 @@ def test_design_names_every_field_of_each_record(file, keys):
                                       "val", "test", "fashion", "idx", "fast", "cnn_seed", "complete",
                                       "gradcam", "rollout", "n", "fractions", "saliency_curve", "random_curve",
                                       "saliency_auc", "random_auc", "constant_maps", "spearman_mean",
-                                      "spearman_abs_mean", "cnn", "vit", "study", "strong", "cpu",
+                                      "spearman_abs_mean", "cnn", "vit", "hybrid", "study", "strong", "cpu",
                                           "cuda", "mps"}
     assert not extra, f"{file}: design.md names fields rundir does not write: {sorted(extra)}"
 

@@ -21,7 +21,7 @@ def test_plan_runs_counts_seeds_up_from_the_preset(tmp_path: Path) -> None:
     assert len({d for _, _, d in planned}) == 6
 
 
-def test_default_study_trains_the_study_pair_fast_beside_the_shipped_strong_pair(tmp_path: Path) -> None:
+def test_default_study_trains_the_study_pair_fast_beside_the_shipped_strong_models(tmp_path: Path) -> None:
     entries = choose_entries(None, None, pretrained=False)
     assert entries == list(DEFAULT_STUDY)
     planned = plan_runs(entries, {}, 2, tmp_path)
@@ -29,12 +29,13 @@ def test_default_study_trains_the_study_pair_fast_beside_the_shipped_strong_pair
     assert trained == [("cnn_seed", "fast", 42), ("vit_seed", "fast", 42), ("cnn_seed", "fast", 43),
                        ("vit_seed", "fast", 43)]
     shipped = [(e.model, d.name) for e, rc, d in planned if rc is None]
-    assert shipped == [("cnn_best", "cnn_best-pretrained"), ("vit_best", "vit_best-pretrained")]  # one run each
+    assert shipped == [("cnn_best", "cnn_best-pretrained"), ("vit_best", "vit_best-pretrained"),
+                       ("hybrid_best", "hybrid_best-pretrained")]  # one run each
 
 
 def test_pretrained_means_every_shipped_model_and_named_models_use_their_presets() -> None:
     assert [e.model for e in choose_entries(None, None, pretrained=True)] == [
-        "cnn_seed", "vit_seed", "cnn_best", "vit_best"]
+        "cnn_seed", "vit_seed", "cnn_best", "vit_best", "hybrid_best"]
     assert choose_entries(["cnn_seed"], "seed", pretrained=False) == [Entry("cnn_seed", "seed")]
     assert choose_entries(None, "seed", pretrained=False) == [Entry("cnn_seed", "seed"), Entry("vit_seed", "seed")]
 
@@ -92,8 +93,8 @@ def test_run_end_to_end_on_real_data(run_cli, real_data_dir: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_default_run_trains_the_study_pair_and_evaluates_the_strong_pair(run_cli, make_tiny_idx,
-                                                                          tmp_path: Path) -> None:
+def test_default_run_trains_the_study_pair_and_evaluates_the_strong_models(run_cli, make_tiny_idx,
+                                                                            tmp_path: Path) -> None:
     data_dir = make_tiny_idx(tmp_path / "idx", n_train=200, n_test=50)
     out = tmp_path / "study"
     args = ("run", "--out", out, "--data-dir", data_dir, "--no-verify", "--set", "epochs=1",
@@ -102,12 +103,14 @@ def test_default_run_trains_the_study_pair_and_evaluates_the_strong_pair(run_cli
     assert code == 0, err
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert [r.split("-")[:2] for r in runs] == [["cnn_best", "pretrained"], ["cnn_seed", "fast"],
-                                                ["vit_best", "pretrained"], ["vit_seed", "fast"]]
+                                                ["hybrid_best", "pretrained"], ["vit_best", "pretrained"],
+                                                ["vit_seed", "fast"]]
     md = (out / "report.md").read_text()
-    assert "compare cnn_seed with vit_seed; cnn_best with vit_best" in md
+    assert ("compare cnn_seed with vit_seed; cnn_best with vit_best; cnn_best with hybrid_best; "
+            "hybrid_best with vit_best") in md
     assert "| Split | Loss (ours) | Loss (study) |" in md          # the study's figures beside ours
     code, _, err = run_cli(*args)                # again: everything is reused
-    assert code == 0 and err.count("reusing") == 4 and "training" not in err
+    assert code == 0 and err.count("reusing") == 5 and "training" not in err
 
 
 def test_other_data_never_reuses_resumes_or_compares_with_runs_of_this_data(run_cli, make_tiny_idx,

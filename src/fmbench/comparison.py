@@ -38,9 +38,11 @@ class Entry:
     settings: dict[str, str] = field(default_factory=dict)
 
 
-# `fmbench run`: the study's architectures on their short recipes beside the shipped strong pair.
+# `fmbench run`: the study's architectures on their short recipes beside the shipped strong models
+# (the CNN, the ViT and the hybrid between them).
 DEFAULT_STUDY = (Entry("cnn_seed", "fast"), Entry("vit_seed", "fast"),
-                 Entry("cnn_best", pretrained=True), Entry("vit_best", pretrained=True))
+                 Entry("cnn_best", pretrained=True), Entry("vit_best", pretrained=True),
+                 Entry("hybrid_best", pretrained=True))
 
 
 def choose_entries(models: list[str] | None, preset: str | None, pretrained: bool,

@@ -21,14 +21,14 @@ EPILOG = """examples:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="show where a model looks in an image", formatter_class=RAW, epilog=EPILOG,
                        description="Saliency maps: Grad-CAM for the CNNs (last convolutional block), attention "
-                                   "rollout for the ViTs (or the last layer's attention per head with --method "
-                                   "attention). Images are files (any PNG/JPEG, as for predict) or test-set "
+                                   "rollout for the ViTs and the hybrid (or the last layer's attention per head "
+                                   "with --method attention; the hybrid takes gradcam too). Images are files (any PNG/JPEG, as for predict) or test-set "
                                    "indices like test:409. Writes one row per image (the image, the map over it).")
     p.add_argument("paths", nargs="*", metavar="[RUN_DIR] IMAGE", help="run directory (omit with --weights), "
                                                                          "then image files or test:INDEX")
     p.add_argument("--weights", metavar="NAME_OR_PATH", help="use shipped weights instead of a run directory")
     p.add_argument("--method", choices=("gradcam", "rollout", "attention"),
-                   help="default: gradcam for CNNs, rollout for ViTs")
+                   help="default: gradcam for CNNs, rollout for ViTs and the hybrid")
     p.add_argument("--out", type=Path, metavar="FILE.png", help="write the overlays here (default: explain.png "
                                                                   "unless --json)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image on stdout (one line each)")

@@ -1,11 +1,13 @@
 """Where a model looks: saliency maps for every registered model, and how faithful they are.
 
     saliency(model, family, images)  (B, 28, 28) maps in [0, 1], one per image
-    METHODS                          "gradcam" (CNNs), "rollout" and "attention" (ViTs)
+    METHODS                          "gradcam" (CNNs), "rollout" and "attention" (ViTs); the hybrid takes all three
 
 Grad-CAM (gradcam.py) explains a CNN's prediction through its last convolutional features;
 attention rollout (rollout.py) follows the ViT's attention through its layers; "attention" is
-the last layer's class-token attention averaged over heads (`head_maps` gives each head).
+the last layer's class-token attention averaged over heads (`head_maps` gives each head). The
+hybrid (models/hybrid.py) has both a convolutional tokenizer and attention: rollout by default,
+Grad-CAM on its tokenizer's output when asked.
 faithfulness.py measures whether a map means anything (deletion curves, weight randomisation);
 record.py writes a run's explanations into its directory for the report.
 """
@@ -20,8 +22,8 @@ import torch.nn.functional as F
 
 from fmbench.errors import ConfigError
 
-METHODS = {"gradcam": "cnn", "rollout": "vit", "attention": "vit"}   # method -> the family it explains
-DEFAULT_METHOD = {"cnn": "gradcam", "vit": "rollout"}
+METHODS = {"gradcam": ("cnn", "hybrid"), "rollout": ("vit", "hybrid"), "attention": ("vit", "hybrid")}  # -> the families it explains
+DEFAULT_METHOD = {"cnn": "gradcam", "vit": "rollout", "hybrid": "rollout"}
 SIZE = 28
 # Grad-CAM hooks a layer and rollout switches the attention layers to recording: both change the
 # module for one call, so explanations of a shared model (the web server's threads) run one at a time.
@@ -36,10 +38,12 @@ def choose_method(family: str, method: str | None = None, model: str = "the mode
     method = method or DEFAULT_METHOD[family]
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
-    if METHODS[method] != family:
-        names = {"cnn": "CNN", "vit": "ViT"}
-        raise ConfigError(f"method {method} explains {names[METHODS[method]]}s, but {model} is a "
-                          f"{names[family]}; use {DEFAULT_METHOD[family]}")
+    if family not in METHODS[method]:
+        from fmbench.models import FAMILIES
+
+        explained = " and ".join(f"{FAMILIES[f]}s" for f in METHODS[method])
+        raise ConfigError(f"method {method} explains {explained}, but {model} is a "
+                          f"{FAMILIES[family]}; use {DEFAULT_METHOD[family]}")
     return method
 
 

@@ -1,4 +1,5 @@
-"""Reusable layers: a dropout that is fast on CPU, and test-time flip averaging.
+"""Reusable layers: a dropout that is fast on CPU, and test-time flip averaging (`FlipAveraged`, the
+base of the models that offer it).
 
 `nn.Dropout` on CPU draws one Bernoulli sample per element from the Mersenne Twister (~10-15 ns
 each, one thread): in the study's ViT that was ~70% of a training step. `keep_mask` draws 64 random
@@ -67,3 +68,16 @@ def flip_averaged(logits: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     B = x.shape[0]
     both = logits(torch.cat([x, x.flip(-1)]))                # (2B, classes)
     return (both[:B] + both[B:]) / 2
+
+
+class FlipAveraged(nn.Module):
+    """A classifier of (B, 1, S, S) images (S = `cfg.image_size`, else 28) whose network is `_logits`:
+    in eval mode with `cfg.tta_flip` it averages the logits of each image and its mirror image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = getattr(self.cfg, "image_size", 28)
+        if tuple(x.shape[1:]) != (1, size, size):
+            raise ValueError(f"expected input (B, 1, {size}, {size}), got {tuple(x.shape)}")
+        if self.training or not self.cfg.tta_flip:
+            return self._logits(x)
+        return flip_averaged(self._logits, x)

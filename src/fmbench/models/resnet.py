@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from fmbench.errors import ConfigError
-from fmbench.models.layers import flip_averaged
+from fmbench.models.layers import FlipAveraged
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Stage(nn.Sequential):
         super().__init__(nn.MaxPool2d(2), ConvBN(c_in, c_out), Residual(c_out))
 
 
-class ResNet(nn.Module):
+class ResNet(FlipAveraged):
     """Image (B, 1, 28, 28) -> logits (B, num_classes)."""
 
     # Grad-CAM reads the last stage's output, as for torchvision's layer4 (explain/gradcam.py). On the
@@ -89,9 +89,3 @@ class ResNet(nn.Module):
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)  # (B, w3)
         return self.head(self.dropout(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1:] != (1, 28, 28):
-            raise ValueError(f"expected input (B, 1, 28, 28), got {tuple(x.shape)}")
-        if self.training or not self.cfg.tta_flip:
-            return self._logits(x)
-        return flip_averaged(self._logits, x)

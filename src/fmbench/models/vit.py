@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from fmbench.errors import ConfigError
-from fmbench.models.layers import FastDropout, flip_averaged
+from fmbench.models.layers import FastDropout, FlipAveraged
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,15 @@ class ViTConfig:
     # Runs written before these fields existed were trained with these values (fmbench <= issue 6;
     # `init` <= issue 22).
     LEGACY_DEFAULTS = {"embed_init_std": 0.02, "center_input": False, "init": "independent"}
+    POOLS = ("cls", "mean")  # how the tokens become one vector (models/hybrid.py adds "seq")
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ConfigError(f"image size {self.image_size} is not divisible by patch size {self.patch_size}")
         if self.dim % self.heads:
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.pool not in ("cls", "mean"):
-            raise ConfigError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
+        if self.pool not in self.POOLS:
+            raise ConfigError(f"pool must be {' or '.join(map(repr, self.POOLS))}, got {self.pool!r}")
         if self.pos_embed not in ("learned", "sincos"):
             raise ConfigError(f"pos_embed must be 'learned' or 'sincos', got {self.pos_embed!r}")
         if min(self.depth, self.heads, self.mlp_dim, self.dim) < 1:
@@ -181,7 +182,7 @@ def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
     return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)
 
 
-class ViT(nn.Module):
+class ViT(FlipAveraged):
     """Image (B, 1, 28, 28) -> logits (B, num_classes)."""
 
     def __init__(self, cfg: ViTConfig = ViTConfig()) -> None:
@@ -230,14 +231,6 @@ class ViT(nn.Module):
         for block in self.blocks[1:]:
             block.load_state_dict(first.state_dict())
         self.head.reset_parameters()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        C, H, W = x.shape[1:]
-        if (C, H, W) != (1, self.cfg.image_size, self.cfg.image_size):
-            raise ValueError(f"expected input (B, 1, {self.cfg.image_size}, {self.cfg.image_size}), got {tuple(x.shape)}")
-        if self.training or not self.cfg.tta_flip:
-            return self._logits(x)
-        return flip_averaged(self._logits, x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]

@@ -15,7 +15,7 @@ from fmbench.errors import RunDirError
 from fmbench.fileio import read_json
 from fmbench.report import stats, study_plots
 from fmbench.report.document import Doc, publish
-from fmbench.report.tiers import FAMILY, family_tier
+from fmbench.report.tiers import family_names, family_tier
 
 STUDY_FILES = ("robustness.json", "data_size.json", "equal_budget.json")
 KINDS = {"robustness": "robustness", "data-size": "data efficiency", "equal-budget": "an equal search budget"}
@@ -106,7 +106,7 @@ def robustness_section(doc: Doc, result: dict[str, Any]) -> None:
 def _robustness_pair(doc: Doc, result: dict, t: dict, a: str, b: str, y: np.ndarray) -> None:
     """McNemar per corruption (all severities pooled) and which model loses more under each."""
     preds = {m["label"]: m["predictions"] for m in result["models"]}
-    fam = {m["label"]: FAMILY.get(family_tier(m["model"])[0] or "", m["model"]) for m in result["models"]}
+    fam = {m["label"]: family_names().get(family_tier(m["model"])[0] or "", m["model"]) for m in result["models"]}
     doc.h(3, f"{a} ({fam[a]}) vs {b} ({fam[b]})")
     rows, less_accurate, drops_more = [], [], []
     for i, c in enumerate(result["corruptions"]):

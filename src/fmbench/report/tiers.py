@@ -2,7 +2,8 @@
 
 Tiers come from the model registry: "study" (the study's two architectures) and "strong" (the
 best model of each family). A report pairs every CNN with every ViT of the same tier for the
-paired tests; a set of runs with no such pair (say, two CNNs) falls back to every pair.
+paired tests, and a hybrid (a convolutional tokenizer before a transformer, the middle ground)
+with each of them; a set of runs with no such pair (say, two CNNs) falls back to every pair.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from typing import Any
 from fmbench.published import PUBLISHED
 from fmbench.report.runs import RunRecord
 
-FAMILY = {"cnn": "CNN", "vit": "ViT"}
+# The pairs a tier's paired tests compare, the question's own pair first.
+FAMILY_PAIRS = (("cnn", "vit"), ("cnn", "hybrid"), ("hybrid", "vit"))
 
 
 def family_tier(model: str) -> tuple[str | None, str | None]:
-    """("cnn" | "vit", "study" | "strong") from the registry; (None, None) for an unknown model.
+    """("cnn" | "vit" | "hybrid", "study" | "strong") from the registry; (None, None) for an unknown model.
     For a study's result, which names its models; a run directory records its own (run_family_tier)."""
     from fmbench.models import REGISTRY
 
@@ -30,6 +32,12 @@ def run_family_tier(r: RunRecord) -> tuple[str | None, str | None]:
     return r.config.get("family"), r.config.get("tier")
 
 
+def family_names() -> dict[str, str]:
+    from fmbench.models import FAMILIES
+
+    return dict(FAMILIES)
+
+
 def tier_names() -> dict[str, str]:
     from fmbench.models import TIERS
 
@@ -37,13 +45,14 @@ def tier_names() -> dict[str, str]:
 
 
 def tier_pairs(groups: dict[str, list[RunRecord]]) -> list[tuple[str, str]]:
-    """(CNN label, ViT label) inside each tier, in tier order; every pair when no tier has both."""
+    """(CNN, ViT), then (CNN, hybrid) and (hybrid, ViT) labels inside each tier, in tier order;
+    every pair when no tier holds two of the families."""
     info = {label: run_family_tier(runs[0]) for label, runs in groups.items()}
     pairs = []
     for tier in tier_names():
-        cnns = [l for l, (fam, t) in info.items() if t == tier and fam == "cnn"]
-        vits = [l for l, (fam, t) in info.items() if t == tier and fam == "vit"]
-        pairs += [(c, v) for c in cnns for v in vits]
+        for fa, fb in FAMILY_PAIRS:
+            pairs += [(a, b) for a, (f, t) in info.items() if t == tier and f == fa
+                      for b, (g, u) in info.items() if u == tier and g == fb]
     return pairs or list(combinations(groups, 2))
 
 
@@ -66,22 +75,26 @@ def tiers_section(doc: Any, groups: dict[str, list[RunRecord]], pairs: list[tupl
     rows = []
     for label, runs in groups.items():
         fam, tier = run_family_tier(runs[0])
-        rows.append([names.get(tier, "—") if tier else "—", label, FAMILY.get(fam, "—"),
+        rows.append([names.get(tier, "—") if tier else "—", label, family_names().get(fam, "—"),
                      how_obtained(runs[0]) + (f"; {len(runs)} seeds" if len(runs) > 1 else "")])
     doc.table(["Tier", "Model", "Family", "How it was obtained"], rows, "llll")
     if not pairs:
         return
     doc.p("Paired tests (section “Is the difference real?”) compare " +
           "; ".join(f"{a} with {b}" for a, b in pairs) + ". "
-          "Within a tier the two families get the same kind of budget, so a difference there is "
+          "Within a tier the families get the same kind of budget, so a difference there is "
           "about the architecture, not the training.")
 
 
 def answer(tests: dict[str, list[dict]], groups: dict[str, list[RunRecord]]) -> list[str]:
-    """Sentences that answer the question "CNN or ViT?" for each tested CNN-ViT pair of a tier."""
-    names, out, gaps = tier_names(), [], []
+    """Sentences that answer the question "CNN or ViT?" for each tested CNN-ViT pair of a tier, then
+    where each tier's hybrid stands against them."""
+    names, out, gaps, middle = tier_names(), [], [], []
     for t in tests["pairs"]:
         (fa, ta), (fb, tb) = (run_family_tier(groups[t[k]][0]) for k in ("a", "b"))
+        if "hybrid" in (fa, fb) and ta == tb:
+            middle.append(_hybrid_sentence(t, fa == "hybrid", fb if fa == "hybrid" else fa))
+            continue
         if {fa, fb} != {"cnn", "vit"} or ta != tb:
             continue
         cnn, vit = (t["a"], t["b"]) if fa == "cnn" else (t["b"], t["a"])
@@ -115,4 +128,19 @@ def answer(tests: dict[str, list[dict]], groups: dict[str, list[RunRecord]]) -> 
         trend = "narrows" if abs(g2) < abs(g1) else "widens"
         out.append(f"The CNN − ViT gap {trend} from {100 * g1:+.2f} points ({names[t1]}) to "
                    f"{100 * g2:+.2f} points ({names[t2]}).")
-    return out
+    return out + middle
+
+
+def _hybrid_sentence(t: dict, hybrid_is_a: bool, other_family: str) -> str:
+    """The middle ground in one sentence: the hybrid against the CNN or the ViT of its tier."""
+    hybrid, other = (t["a"], t["b"]) if hybrid_is_a else (t["b"], t["a"])
+    other_name = family_names()[other_family]
+    acc = {t["a"]: t["acc_a"], t["b"]: t["acc_b"]}
+    gap = acc[hybrid] - acc[other]
+    lo, hi = (t["ci"].low, t["ci"].high) if hybrid_is_a else (-t["ci"].high, -t["ci"].low)
+    sig = t["mcnemar"].p_value < 0.05 and (lo > 0 or hi < 0)
+    return (f"The hybrid {hybrid} (a convolutional tokenizer before a transformer) is "
+            f"{100 * abs(gap):.2f} points {'above' if gap > 0 else 'below'} the {other_name} "
+            f"{other}: {100 * acc[hybrid]:.2f}% vs {100 * acc[other]:.2f}% (95% CI of hybrid − "
+            f"{other_name} {100 * lo:+.2f} to {100 * hi:+.2f}; "
+            f"{'significant' if sig else 'not significant'} by McNemar's test).")
