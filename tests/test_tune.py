@@ -359,3 +359,19 @@ def test_two_workers_creating_a_new_databases_tables_at_once_retry(monkeypatch, 
     with pytest.raises(ConfigError, match="cannot reach the database"):
         backend.open_storage("sqlite:////nonexistent-dir/study.db", tmp_path)
     assert len(calls) == 1
+
+
+def test_a_surplus_trial_from_racing_workers_is_not_logged_with_a_traceback():
+    """Two workers may ask for the Nth trial at once; the loser's trial is refused (_Surplus), which
+    Optuna would log with a traceback: the filter run_search installs drops that record only."""
+    import logging
+
+    from fmbench.tuning import _QuietSurplus, _Surplus
+
+    def record(exc):
+        return logging.LogRecord("optuna.study._optimize", logging.WARNING, __file__, 1, "Trial 6 failed", None,
+                                 (type(exc), exc, None) if exc else None)
+
+    quiet = _QuietSurplus()
+    assert not quiet.filter(record(_Surplus("the search already has its 6 trials")))
+    assert quiet.filter(record(ValueError("a real failure"))) and quiet.filter(record(None))

@@ -130,6 +130,14 @@ def check_stop(trials: int | None, budget: float | None) -> None:
 class _Surplus(Exception):
     """A trial asked for when the search already had its N trials (workers asking at once): not run."""
 
+
+class _QuietSurplus(logging.Filter):
+    """Optuna logs every caught exception with its traceback; a surplus trial is an expected race
+    between workers, not an error, so its record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _Surplus))
+
 def run_search(search: Search, out: Path, storage, data, device: str = "auto", trials: int | None = None,
                budget: float | None = None, pruner: Any = None, label: str = ""):
     """Run or continue `search` (bound to `data`: Search.on) in `out`, its study in `storage`, until
@@ -144,6 +152,9 @@ def run_search(search: Search, out: Path, storage, data, device: str = "auto", t
     spent, start = float(study.user_attrs.get("elapsed_s", 0.0)), time.monotonic()
     elapsed = lambda: spent + time.monotonic() - start  # noqa: E731
     objective = lambda trial: _objective(trial, search, out, data, device, trials)  # noqa: E731
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _QuietSurplus) for f in optimize_log.filters):
+        optimize_log.addFilter(_QuietSurplus())
     logger.info("search %s: study %s in %s", out, search.study, label)
     try:
         while _room(study, trials) and (budget is None or elapsed() < budget):
