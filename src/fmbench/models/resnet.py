@@ -88,4 +88,3 @@ class ResNet(FlipAveraged):
         x = self.stages(self.stem(x))
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)  # (B, w3)
         return self.head(self.dropout(x))
-

@@ -97,13 +97,8 @@ def answer(tests: dict[str, list[dict]], groups: dict[str, list[RunRecord]]) -> 
             continue
         if {fa, fb} != {"cnn", "vit"} or ta != tb:
             continue
-        cnn, vit = (t["a"], t["b"]) if fa == "cnn" else (t["b"], t["a"])
-        acc = {t["a"]: t["acc_a"], t["b"]: t["acc_b"]}
-        gap = acc[cnn] - acc[vit]
-        ci = t["ci"]
-        lo, hi = (ci.low, ci.high) if cnn == t["a"] else (-ci.high, -ci.low)
+        cnn, vit, acc, gap, lo, hi, sig = _oriented(t, fa == "cnn")
         winner = "the CNN" if gap > 0 else "the ViT"
-        sig = t["mcnemar"].p_value < 0.05 and (lo > 0 or hi < 0)
         out.append(f"Among {names[ta]}, {winner} is more accurate: {cnn} {100 * acc[cnn]:.2f}% vs {vit} "
                    f"{100 * acc[vit]:.2f}%, a gap of {100 * abs(gap):.2f} points (95% CI of CNN − ViT "
                    f"{100 * lo:+.2f} to {100 * hi:+.2f}; "
@@ -131,14 +126,20 @@ def answer(tests: dict[str, list[dict]], groups: dict[str, list[RunRecord]]) -> 
     return out + middle
 
 
+def _oriented(t: dict, first_is_a: bool) -> tuple:
+    """A tested pair read from the side of one model ("first"): (first, second, accuracies by label,
+    first − second, the 95% CI of that difference, significant by McNemar and the interval)."""
+    first, second = (t["a"], t["b"]) if first_is_a else (t["b"], t["a"])
+    acc = {t["a"]: t["acc_a"], t["b"]: t["acc_b"]}
+    lo, hi = (t["ci"].low, t["ci"].high) if first_is_a else (-t["ci"].high, -t["ci"].low)
+    sig = t["mcnemar"].p_value < 0.05 and (lo > 0 or hi < 0)
+    return first, second, acc, acc[first] - acc[second], lo, hi, sig
+
+
 def _hybrid_sentence(t: dict, hybrid_is_a: bool, other_family: str) -> str:
     """The middle ground in one sentence: the hybrid against the CNN or the ViT of its tier."""
-    hybrid, other = (t["a"], t["b"]) if hybrid_is_a else (t["b"], t["a"])
+    hybrid, other, acc, gap, lo, hi, sig = _oriented(t, hybrid_is_a)
     other_name = family_names()[other_family]
-    acc = {t["a"]: t["acc_a"], t["b"]: t["acc_b"]}
-    gap = acc[hybrid] - acc[other]
-    lo, hi = (t["ci"].low, t["ci"].high) if hybrid_is_a else (-t["ci"].high, -t["ci"].low)
-    sig = t["mcnemar"].p_value < 0.05 and (lo > 0 or hi < 0)
     return (f"The hybrid {hybrid} (a convolutional tokenizer before a transformer) is "
             f"{100 * abs(gap):.2f} points {'above' if gap > 0 else 'below'} the {other_name} "
             f"{other}: {100 * acc[hybrid]:.2f}% vs {100 * acc[other]:.2f}% (95% CI of hybrid − "
