@@ -199,8 +199,12 @@ def config_hash(model: str, model_cfg: Any, train_cfg: Any, data_key: str | None
                 device: str | None = None) -> str:
     """A short stable hash of what defines a run's result (reuse and resume check it): the model,
     its config, the recipe (no runtime settings), and when known the data set's key and the device
-    type ("cpu", "cuda", "mps"), so other data or another kind of device never reuses a run."""
-    parts = {"name": model, "model": to_dict(model_cfg), "train": recipe(train_cfg)}
+    type ("cpu", "cuda", "mps"), so other data or another kind of device never reuses a run. A model
+    setting in its config class's IDENTITY_NEUTRAL is left out while it holds the value named there
+    (a setting added after runs were named, at the behaviour those runs had), so they keep their names."""
+    neutral = getattr(type(model_cfg), "IDENTITY_NEUTRAL", {})   # settings added later, at their old behaviour
+    model_part = {k: v for k, v in to_dict(model_cfg).items() if not (k in neutral and v == neutral[k])}
+    parts = {"name": model, "model": model_part, "train": recipe(train_cfg)}
     if data_key is not None:
         parts["data"] = data_key
     if device is not None:

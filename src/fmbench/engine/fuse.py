@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from fmbench.kernels.ops import gelu_dropout, relu_bn_pool, relu_bn_pool_supported, softmax_dropout
 from fmbench.models.layers import FastDropout, keep_scale
-from fmbench.models.vit import MLP, Attention
+from fmbench.models.vit import MLP, Attention, locality_scores
 
 _views: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
 
@@ -63,6 +63,12 @@ class CpuAttention(nn.Module):
         self.heads, self.dropout = attn.heads, attn.dropout
         # The same attribute names as Attention: the view's state dict keys match the model's.
         self.qkv, self.proj, self.proj_drop = attn.qkv, attn.proj, _fast(attn.proj_drop)
+        self.log_scale = attn.log_scale                                   # LSA's learned scale, or None
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if self.log_scale is not None:
+            return locality_scores(q, k, self.log_scale)
+        return (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)            # (B, nh, N, N)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
@@ -74,12 +80,14 @@ class CpuAttention(nn.Module):
             # softmax is ~2x faster than bf16 on CPU) and softmax + dropout in one fused pass.
             with torch.autocast("cpu", enabled=False):
                 q, k, v = q.float(), k.float(), v.float()
-                att = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)     # (B, nh, N, N)
-                x = softmax_dropout(att, drop) @ v                        # (B, nh, N, hs)
-        elif x.device.type == "cpu":
+                x = softmax_dropout(self._scores(q, k), drop) @ v         # (B, nh, N, hs)
+        elif x.device.type == "cpu" and self.log_scale is None:
             # With ~50 tokens, plain matmuls beat SDPA's CPU kernel (whose bf16 backward is ~5x slower).
             att = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)      # (B, nh, N, N)
             x = att.softmax(-1) @ v                                       # (B, nh, N, hs)
+        elif self.log_scale is not None:                                  # LSA: no SDPA (a learned scale)
+            att = self._scores(q, k).softmax(-1)
+            x = (F.dropout(att, drop) if drop else att) @ v
         else:
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, nh, N, hs), as Attention
         x = x.transpose(1, 2).reshape(B, N, D)                            # (B, N, D)

@@ -44,6 +44,8 @@ class HybridConfig(ViTBestConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.spt:
+            raise ConfigError("spt shifts a ViT's patches; the hybrid's tokens come from its convolutions (leave spt off)")
         if not 1 <= self.conv_layers <= 4 or self.conv_width < 1:
             raise ConfigError(f"conv_layers must be 1-4 and conv_width >= 1, got {self.conv_layers} and {self.conv_width}")
 

@@ -7,14 +7,24 @@ norm_first=True)` with PyTorch's default `dim_feedforward=2048` (the notebook's 
 is never passed), deep-copied by `nn.TransformerEncoder`, so all six start identical (`init="torch"`).
 tests/test_parity_tutorial.py builds that code with torch.nn and checks weights and logits.
 `vit_best` uses the same code with a sound configuration (`ViTBestConfig`, below).
+
+Two options from "Vision Transformer for Small-Size Datasets" (Lee, Lee and Song 2021), both off by
+default and both keeping the network a plain ViT (a linear patch projection, then attention):
+`spt`, shifted patch tokenization ("each input image is spatially shifted by half the patch size in
+four diagonal directions", the shifts concatenated with the image, then patches, LayerNorm and the
+linear projection), and `lsa`, locality self-attention (a learned softmax temperature and each
+token's score with itself masked out before the softmax).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from fmbench.errors import ConfigError
 from fmbench.models.layers import FastDropout, FlipAveraged
@@ -45,12 +55,17 @@ class ViTConfig:
     # order, so one seed gives the tutorial's exact initial weights. "independent": each layer drawn
     # on its own with nn.Linear's default (timm-style; vit_best and runs before issue 23).
     init: str = "torch"
+    spt: bool = False        # shifted patch tokenization (Lee et al. 2021; the module docstring)
+    lsa: bool = False        # locality self-attention (the same paper)
     num_classes: int = 10
 
     # Runs written before these fields existed were trained with these values (fmbench <= issue 6;
     # `init` <= issue 22).
     LEGACY_DEFAULTS = {"embed_init_std": 0.02, "center_input": False, "init": "independent"}
     POOLS = ("cls", "mean")  # how the tokens become one vector (models/hybrid.py adds "seq")
+    # Settings added after runs were named: left out of a run's identity (config.config_hash) while
+    # they hold these values, so the runs made before them keep their names and are reused.
+    IDENTITY_NEUTRAL = {"spt": False, "lsa": False}
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -69,6 +84,8 @@ class ViTConfig:
             raise ConfigError(f"embed_init_std must be in (0, 10], got {self.embed_init_std}")
         if self.init not in ("torch", "independent"):
             raise ConfigError(f"init must be 'torch' or 'independent', got {self.init!r}")
+        if self.spt and self.patch_size < 2:
+            raise ConfigError(f"spt shifts by half a patch: it needs patch_size >= 2, got {self.patch_size}")
         if self.pos_embed == "sincos" and self.dim % 4:
             raise ConfigError(f"sincos position embedding needs dim divisible by 4, got {self.dim}")
 
@@ -92,19 +109,34 @@ class ViTBestConfig(ViTConfig):
 
 
 class PatchEmbed(nn.Module):
-    """Cut the image into non-overlapping patches and project each linearly to `dim`."""
+    """Cut the image into non-overlapping patches and project each linearly to `dim`.
 
-    def __init__(self, patch_size: int, dim: int) -> None:
+    With `shifted` (SPT), the image and its four diagonal shifts by half a patch (zero-filled) are
+    concatenated as channels first, and each patch's 5*p*p values pass a LayerNorm before the projection.
+    """
+
+    def __init__(self, patch_size: int, dim: int, shifted: bool = False) -> None:
         super().__init__()
         self.p = patch_size
-        self.proj = nn.Linear(patch_size * patch_size, dim)
+        self.shifts = diagonal_shifts(patch_size // 2) if shifted else ()
+        n = patch_size * patch_size * (1 + len(self.shifts))
+        self.norm = nn.LayerNorm(n) if shifted else None
+        self.proj = nn.Linear(n, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shifts:
+            x = torch.cat([x, *(F.pad(x, pad) for pad in self.shifts)], 1)   # (B, 5C, H, W)
         B, C, H, W = x.shape
         p = self.p
         x = x.reshape(B, C, H // p, p, W // p, p)            # (B, C, h, p, w, p)
-        x = x.permute(0, 2, 4, 1, 3, 5).reshape(B, (H // p) * (W // p), C * p * p)  # (B, N, p*p)
-        return self.proj(x)                                   # (B, N, dim)
+        x = x.permute(0, 2, 4, 1, 3, 5).reshape(B, (H // p) * (W // p), C * p * p)  # (B, N, C*p*p)
+        return self.proj(x if self.norm is None else self.norm(x))                 # (B, N, dim)
+
+
+def diagonal_shifts(s: int) -> tuple[tuple[int, int, int, int], ...]:
+    """F.pad arguments (left, right, top, bottom) that move an image's content by `s` pixels
+    right-down, left-down, right-up and left-up (a negative pad crops)."""
+    return tuple((dx * s, -dx * s, dy * s, -dy * s) for dy in (1, -1) for dx in (1, -1))
 
 
 class DropPath(nn.Module):
@@ -121,16 +153,27 @@ class DropPath(nn.Module):
         return x * keep / (1 - self.p)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with dropout on the attention probabilities (the CPU engine runs CpuAttention)."""
+def locality_scores(q: torch.Tensor, k: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """LSA's scores (B, nh, N, N): q.k times a learned scale, each token's score with itself -inf."""
+    att = (q @ k.transpose(-2, -1)) * log_scale.exp()
+    return att.masked_fill(torch.eye(att.shape[-1], dtype=torch.bool, device=att.device), float("-inf"))
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+
+class Attention(nn.Module):
+    """Multi-head self-attention with dropout on the attention probabilities (the CPU engine runs CpuAttention).
+
+    With `lsa`, the scores' scale is learned (`log_scale`, starting at 1/sqrt(head size) as in plain
+    attention) and each token's score with itself is masked out (locality self-attention).
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, lsa: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
         self.proj_drop = FastDropout(dropout)
+        self.log_scale = nn.Parameter(torch.tensor(math.log((dim // heads) ** -0.5))) if lsa else None
         self.record = False                                  # explain/rollout.py asks for the probabilities
         self.attention_probs: torch.Tensor | None = None
 
@@ -139,10 +182,13 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, nh, hs)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                              # each (B, nh, N, hs)
         drop = self.dropout if self.training else 0.0
-        if self.record:  # SDPA never materialises the probabilities; an explanation needs them
-            att = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1)   # (B, nh, N, N)
-            self.attention_probs = att.detach()
-            x = att @ v                                                          # (B, nh, N, hs)
+        if self.record or self.log_scale is not None:
+            # SDPA never materialises the probabilities (an explanation needs them) and takes no learned scale
+            att = (locality_scores(q, k, self.log_scale) if self.log_scale is not None
+                   else (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1)   # (B, nh, N, N)
+            if self.record:
+                self.attention_probs = att.detach()
+            x = (F.dropout(att, drop) if drop else att) @ v                     # (B, nh, N, hs)
         else:
             x = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, nh, N, hs)
         x = x.transpose(1, 2).reshape(B, N, D)                            # (B, N, D)
@@ -163,7 +209,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ViTConfig, drop_path: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.dim)
-        self.attn = Attention(cfg.dim, cfg.heads, cfg.dropout)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.dropout, cfg.lsa)
         self.norm2 = nn.LayerNorm(cfg.dim)
         self.mlp = MLP(cfg.dim, cfg.mlp_dim, cfg.dropout)
         self.drop_path = DropPath(drop_path)
@@ -191,7 +237,7 @@ class ViT(FlipAveraged):
         rng_at_start = torch.random.get_rng_state()
         side = cfg.image_size // cfg.patch_size
         n_tokens = side * side + (cfg.pool == "cls")
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.dim)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.dim, cfg.spt)
         std = cfg.embed_init_std
         self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.dim) * std) if cfg.pool == "cls" else None
         if cfg.pos_embed == "learned":
