@@ -94,6 +94,20 @@ def make_tiny_idx():
     return write_tiny_idx
 
 
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Load benchmarks/NAME.py as a module (the scripts are not a package): benchmark_script("ab_overrides")."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture):
     """Run the CLI in-process: run_cli(*argv) -> (exit code, stdout, stderr)."""

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
 
 
 @pytest.fixture
@@ -18,11 +16,8 @@ def data_dir(make_tiny_idx, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tta():
-    spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tta(benchmark_script):
+    return benchmark_script("time_to_accuracy")
 
 
 TINY = ["--model", "cnn_seed", "--preset", "fast", "--set", "epochs=2", "--set", "warmup_epochs=0",

@@ -10,10 +10,14 @@ tests/test_parity_tutorial.py builds that code with torch.nn and checks weights 
 
 Two options from "Vision Transformer for Small-Size Datasets" (Lee, Lee and Song 2021), both off by
 default and both keeping the network a plain ViT (a linear patch projection, then attention):
-`spt`, shifted patch tokenization ("each input image is spatially shifted by half the patch size in
-four diagonal directions", the shifts concatenated with the image, then patches, LayerNorm and the
-linear projection), and `lsa`, locality self-attention (a learned softmax temperature and each
-token's score with itself masked out before the softmax).
+- `spt`, shifted patch tokenization, as the authors' code builds it (aanna0701/SPT_LSA_ViT,
+  models/SPT.py, its "4 diagonal directions" branch, `self.shift = int(patch_size * (1/2))`): the
+  image and four copies shifted diagonally by half a patch, concatenated as channels, then patches,
+  LayerNorm and the linear projection;
+- `lsa`, locality self-attention, as lucidrains/vit-pytorch's vit_for_small_dataset.py builds it:
+  one learned temperature per layer, `nn.Parameter(torch.log(torch.tensor(dim_head ** -0.5)))`
+  multiplying the scores through `.exp()`, and each token's score with itself masked before the
+  softmax (the authors' code learns one temperature per head).
 """
 
 from __future__ import annotations
