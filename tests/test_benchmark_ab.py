@@ -39,3 +39,9 @@ def test_bad_variant_is_one_line_and_exit_2(ab, variant: str, message: str, caps
     assert ab.main([*TINY, "--variant", variant]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_lsa_scores_benchmark_runs(benchmark_script, capsys) -> None:
+    assert benchmark_script("lsa_scores").main(["--batch", "2", "--rounds", "1", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "LSA (CPU view)" in out and "x1.000" in out

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from fmbench.kernels.ops import gelu_dropout, relu_bn_pool, relu_bn_pool_supported, softmax_dropout
 from fmbench.models.layers import FastDropout, keep_scale
-from fmbench.models.vit import MLP, Attention, locality_scores
+from fmbench.models.vit import MLP, Attention
 
 _views: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
 
@@ -67,7 +67,14 @@ class CpuAttention(nn.Module):
 
     def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         if self.log_scale is not None:
-            return locality_scores(q, k, self.log_scale)
+            # models/vit.locality_scores in fewer passes over memory: the learned scale on q (N x hs per
+            # head; its gradient then reads q, not the N x N scores) and the diagonal's -inf added by
+            # the matmul itself (baddbmm), instead of a scaled and then a masked copy of every score.
+            B, nh, N, hs = q.shape
+            mask = torch.zeros(N, N, dtype=q.dtype, device=q.device).fill_diagonal_(float("-inf"))
+            att = torch.baddbmm(mask, (q * self.log_scale.exp()).reshape(B * nh, N, hs),
+                                k.reshape(B * nh, N, hs).transpose(-2, -1))
+            return att.view(B, nh, N, N)
         return (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)            # (B, nh, N, N)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ CNN_BEST_FAST = dict(CNN_BEST, epochs=16, warmup_epochs=1, aug_erase=0.0, label_
 # 1-pixel shifts, no stochastic depth, which also saves its per-block work): issue 26's first recipe.
 VIT_BEST_SHORT = dict(VIT_BEST, epochs=20, warmup_epochs=2, aug_erase=0.0, aug_translate=1, drop_path=0.0, threads=0)
 # vit_best `fast` (issues 16, 26): that recipe on the ViT with shifted patch tokenization and locality
-# self-attention (Lee et al. 2021; models/vit.py): +0.8 to +1.1 points per seed for ~6% slower steps.
+# self-attention (Lee et al. 2021; models/vit.py): +0.8 to +1.1 points per seed for a few percent slower steps.
 VIT_BEST_FAST = dict(VIT_BEST_SHORT, spt=True, lsa=True)
 
 # hybrid_best `fast` (issue 26): vit_best's short recipe (AdamW, cosine, label smoothing, 1-pixel shifts and
