@@ -19,20 +19,16 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see docs/performance.md
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import torch  # noqa: E402
 
+from fmbench.bench import fmbench_side  # noqa: E402
 from fmbench.config import parse_set_args  # noqa: E402
 from fmbench.data import load_fashion_mnist  # noqa: E402
-from fmbench.engine.loop import train_one_epoch  # noqa: E402
-from fmbench.engine.optim import make_optimizer, make_scheduler  # noqa: E402
 from fmbench.errors import FmbenchError  # noqa: E402
-from fmbench.models import build_model, resolve_config  # noqa: E402
-from fmbench.runtime import choose_precision, seed_everything  # noqa: E402
+from fmbench.models import resolve_config  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -44,26 +40,14 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def measure(model_name: str, preset: str, variants: dict[str, dict], steps: int, rounds: int, data) -> dict:
-    sides = {}
-    for name, over in variants.items():
-        model_cfg, cfg = resolve_config(model_name, preset, over)
-        seed_everything(cfg.seed)
-        model = build_model(model_name, model_cfg)
-        opt = make_optimizer(model, cfg)
-        sched = make_scheduler(opt, cfg, steps * (rounds + 1))
-        precision = choose_precision(cfg.precision, torch.device("cpu"))
-        n = steps * cfg.batch_size
-        x, y = data.train_images[:n], data.train_labels[:n]
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        sides[name] = (n, lambda m=model, c=cfg, o=opt, s=sched, p=precision, x=x, y=y, g=gen:
-                       train_one_epoch(m, m, x, y, c, o, s, g, p))
-        sides[name][1]()   # warm-up round, not timed
+    # each side as `fmbench bench` builds its fmbench side (fmbench/bench.py), one per variant
+    sides = {name: fmbench_side(model_name, data, steps, preset, over)[0] for name, over in variants.items()}
+    for run in sides.values():
+        run()   # warm-up round, not timed
     speeds = {name: [] for name in sides}
     for _ in range(rounds):
-        for name, (images, run) in sides.items():
-            start = time.perf_counter()
-            run()
-            speeds[name].append(images / (time.perf_counter() - start))
+        for name, run in sides.items():
+            speeds[name].append(run())
     first = next(iter(speeds))
     return {"model": model_name, "preset": preset, "steps": steps, "rounds": rounds, "threads": torch.get_num_threads(),
             "variants": {name: {"overrides": variants[name], "images_per_s": round(statistics.median(v), 1),

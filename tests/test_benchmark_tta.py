@@ -9,7 +9,6 @@ import pytest
 from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
 
 
-
 @pytest.fixture
 def data_dir(make_tiny_idx, tmp_path: Path) -> Path:
     return make_tiny_idx(tmp_path / "tiny", n_train=200, n_test=50)

@@ -42,10 +42,11 @@ def peak_rss_mb() -> float:
     return round(kb / 2 ** 20 if sys.platform == "darwin" else kb / 1024, 1)   # macOS reports bytes
 
 
-def _fmbench_side(name: str, data, steps: int, preset: str):
-    """The registered model and preset as `fmbench train` builds them; returns (run one pass, model, cfg, precision)."""
+def fmbench_side(name: str, data, steps: int, preset: str | None, overrides: dict | None = None):
+    """The registered model and preset (with `--set` overrides) as `fmbench train` builds them;
+    returns (run one pass -> images/s, model, cfg, precision)."""
     device = torch.device("cpu")
-    model_cfg, cfg = resolve_config(name, preset)
+    model_cfg, cfg = resolve_config(name, preset, overrides)
     precision = choose_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     model = build_model(name, model_cfg)
@@ -68,7 +69,7 @@ def _fmbench_side(name: str, data, steps: int, preset: str):
 def bench_model(name: str, data, steps: int = 5, rounds: int = 3, preset: str = "seed") -> dict[str, Any]:
     """Training images/s of both sides (alternating rounds), inference speed and peak RSS, for one model."""
     device = torch.device("cpu")
-    run_fm, model, cfg, precision = _fmbench_side(name, data, steps, preset)
+    run_fm, model, cfg, precision = fmbench_side(name, data, steps, preset)
     ref = make_reference(name, data.train_images, data.train_labels, seed=cfg.seed) if name in REFERENCES else None
     batches = ref.batches() if ref else None
 
