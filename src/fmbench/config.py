@@ -28,6 +28,9 @@ RUNTIME_KEYS = ("threads", "eval_batch_size", "compile", "channels_last")
 class TrainConfig:
     """How a model is trained. Defaults are the study's CNN recipe; presets change them."""
 
+    # Settings added after runs were named, at the behaviour those runs had (see config_hash).
+    IDENTITY_NEUTRAL = {"ema": 0.0}
+
     seed: int = 42
     epochs: int = 500
     batch_size: int = 1024          # per process
@@ -41,6 +44,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     grad_clip: float = 0.0          # max global grad norm; 0 = off
+    ema: float = 0.0                # decay per optimizer step of an average of the weights that is validated
+                                    # and kept (engine/average.py); 0 = off, the last step's weights
     # early stopping (Keras EarlyStopping); patience 0 = off
     monitor: str = "val_loss"
     patience: int = 20
@@ -91,6 +96,7 @@ class TrainConfig:
         need(0 <= self.warmup_epochs <= self.epochs, f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
+        need(0 <= self.ema < 1, f"ema is a decay per step in [0, 1) (0 = off, 0.999 typical), got {self.ema}")
         need(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
         need(self.min_delta >= 0, f"min_delta must be >= 0, got {self.min_delta}")
         for name in ("aug_hflip", "aug_vflip", "aug_erase"):
@@ -199,12 +205,14 @@ def config_hash(model: str, model_cfg: Any, train_cfg: Any, data_key: str | None
                 device: str | None = None) -> str:
     """A short stable hash of what defines a run's result (reuse and resume check it): the model,
     its config, the recipe (no runtime settings), and when known the data set's key and the device
-    type ("cpu", "cuda", "mps"), so other data or another kind of device never reuses a run. A model
-    setting in its config class's IDENTITY_NEUTRAL is left out while it holds the value named there
-    (a setting added after runs were named, at the behaviour those runs had), so they keep their names."""
-    neutral = getattr(type(model_cfg), "IDENTITY_NEUTRAL", {})   # settings added later, at their old behaviour
-    model_part = {k: v for k, v in to_dict(model_cfg).items() if not (k in neutral and v == neutral[k])}
-    parts = {"name": model, "model": model_part, "train": recipe(train_cfg)}
+    type ("cpu", "cuda", "mps"), so other data or another kind of device never reuses a run. A model or
+    training setting in its config class's IDENTITY_NEUTRAL is left out while it holds the value named
+    there (a setting added after runs were named, at the behaviour those runs had), so they keep their names."""
+    def part(cfg: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        neutral = getattr(type(cfg), "IDENTITY_NEUTRAL", {})   # settings added later, at their old behaviour
+        return {k: v for k, v in settings.items() if not (k in neutral and v == neutral[k])}
+
+    parts = {"name": model, "model": part(model_cfg, to_dict(model_cfg)), "train": part(train_cfg, recipe(train_cfg))}
     if data_key is not None:
         parts["data"] = data_key
     if device is not None:

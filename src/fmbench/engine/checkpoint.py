@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save
 from fmbench import rundir as R
 from fmbench.config import TrainConfig
 from fmbench.engine import distributed as D
+from fmbench.engine.average import AveragedModel, weight_average
 from fmbench.engine.optim import make_optimizer, make_scheduler, steps_per_epoch
 from fmbench.engine.stopping import EarlyStopping
 from fmbench.engine.tensorboard import EpochEvents
@@ -84,15 +85,20 @@ def load_state(path: Path) -> dict[str, Any]:
 @dataclass
 class TrainState:
     """What a checkpoint must hold to continue training exactly: optimizer, schedule, loss scaler,
-    early stopping, the data order's generator, and how far training got."""
+    early stopping, the data order's generator, the weight average (with `ema`), and how far training got."""
 
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
     stopper: EarlyStopping
     gen: torch.Generator
+    average: AveragedModel | None = None   # engine/average.py; None without `ema`
     epoch: int = 0               # epochs finished
     train_time_s: float = 0.0
+
+    def kept(self, raw: nn.Module) -> nn.Module:
+        """The model that is validated and saved as best: the weight average, or `raw` itself."""
+        return self.average.module if self.average is not None else raw
 
     def state_dict(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "data": self.gen.get_state()}
@@ -100,7 +106,8 @@ class TrainState:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"epoch": self.epoch, "train_time_s": self.train_time_s, "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "stopper": self.stopper.state_dict(), "rng": rng,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "average": self.average.state_dict() if self.average is not None else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state["optimizer"])
@@ -108,6 +115,10 @@ class TrainState:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.stopper.load_state_dict(state["stopper"])
+        if self.average is not None:
+            if not state.get("average"):
+                raise RunDirError("the checkpoint has no weight average to continue (was it trained without ema?)")
+            self.average.load_state_dict(state["average"])
         torch.set_rng_state(state["rng"]["torch"])
         self.gen.set_state(state["rng"]["data"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -116,12 +127,13 @@ class TrainState:
 
 
 def new_state(raw: nn.Module, cfg: TrainConfig, n_train: int, device: torch.device, precision: str) -> TrainState:
-    """Fresh optimizer, schedule, scaler (fp16 only), early stopping and data generator."""
+    """Fresh optimizer, schedule, scaler (fp16 only), early stopping, data generator and weight average."""
     opt = make_optimizer(raw, cfg)
     sched = make_scheduler(opt, cfg, steps_per_epoch(n_train, cfg.batch_size, D.world_size()))
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    return TrainState(opt, sched, scaler, EarlyStopping(cfg.monitor, cfg.patience, cfg.min_delta), gen)
+    return TrainState(opt, sched, scaler, EarlyStopping(cfg.monitor, cfg.patience, cfg.min_delta), gen,
+                      weight_average(raw, cfg.ema))
 
 
 def restore(raw: nn.Module, state: TrainState, run_dir: Path) -> None:
@@ -134,10 +146,11 @@ def restore(raw: nn.Module, state: TrainState, run_dir: Path) -> None:
 
 def save_checkpoint(raw: nn.Module, state: TrainState, run_dir: Path, record: dict[str, Any], improved: bool,
                     events: EpochEvents) -> None:
-    """Weights (best when improved, and last), the training state, then the epoch's record in
-    metrics.jsonl and the TensorBoard events: a record on disk always has its checkpoint."""
+    """Weights (best when improved: the validated model, the weight average with `ema`; and last: the
+    trained weights), the training state, then the epoch's record in metrics.jsonl and the TensorBoard
+    events: a record on disk always has its checkpoint."""
     if improved:
-        save_weights(raw, run_dir / R.BEST)
+        save_weights(state.kept(raw), run_dir / R.BEST)
     save_weights(raw, run_dir / R.LAST)
     save_state(run_dir / R.STATE, state.state_dict())
     R.append_epoch(run_dir, record)

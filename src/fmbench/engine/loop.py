@@ -22,6 +22,7 @@ from fmbench import rundir as R
 from fmbench.config import TrainConfig
 from fmbench.data.batches import Splits, augment, to_input
 from fmbench.engine import distributed as D
+from fmbench.engine.average import copy_weights, holding
 from fmbench.engine.checkpoint import TrainState, load_weights, new_state, restore, save_checkpoint
 from fmbench.engine.fuse import cpu_view
 from fmbench.engine.metrics import confusion_update, report
@@ -38,8 +39,9 @@ NUM_CLASSES = 10
 def train_one_epoch(model: nn.Module, raw: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                     opt: torch.optim.Optimizer, sched, gen: torch.Generator, precision: str,
                     on_step: Callable[[int, torch.Tensor], None] | None = None,
-                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
-    """One pass over this rank's shard of a fresh permutation; returns running loss/accuracy/F1."""
+                    scaler: torch.amp.GradScaler | None = None, average=None) -> dict[str, float]:
+    """One pass over this rank's shard of a fresh permutation; returns running loss/accuracy/F1.
+    `average` (engine/average.py), when given, follows `raw`'s weights after every step."""
     model.train()
     device = x.device
     if device.type == "cpu":
@@ -77,6 +79,8 @@ def train_one_epoch(model: nn.Module, raw: nn.Module, x: torch.Tensor, y: torch.
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
         sched.step()
+        if average is not None:
+            average.update_parameters(raw)
         with torch.no_grad():
             loss_sum += loss.detach() * len(idx)
             confusion_update(cm, yb, logits.argmax(1))
@@ -144,9 +148,9 @@ def run_epoch(net: nn.Module, raw: nn.Module, splits: Splits, cfg: TrainConfig, 
     """Train one epoch and validate; returns its metrics.jsonl record (rundir.epoch_record)."""
     t0 = time.perf_counter()
     tr = train_one_epoch(net, raw, splits.train_x, splits.train_y, cfg, state.opt, state.sched, state.gen,
-                         precision, on_step, state.scaler)
+                         precision, on_step, state.scaler, state.average)
     t_train = time.perf_counter() - t0
-    val, _ = evaluate(raw, splits.val_x, splits.val_y, cfg, precision, shard=True)
+    val, _ = evaluate(state.kept(raw), splits.val_x, splits.val_y, cfg, precision, shard=True)
     seconds = time.perf_counter() - t0
     state.epoch += 1
     state.train_time_s += seconds
@@ -177,8 +181,9 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
 
     Writes RUN_DIR/metrics.jsonl, best.safetensors, last.safetensors and last.state.pt (rundir),
     and the epochs' TensorBoard events in RUN_DIR/tb/ (engine.tensorboard; main rank only).
-    `on_epoch(epoch, record)` runs after each epoch's checkpoint (with the epoch's weights in
-    `model`); returning True stops training there (benchmarks/time_to_accuracy.py uses it).
+    With `cfg.ema` the weight average (engine/average.py) is what is validated, saved as best and kept.
+    `on_epoch(epoch, record)` runs after each epoch's checkpoint (with the epoch's validated weights
+    in `model`); returning True stops training there (benchmarks/time_to_accuracy.py uses it).
     On KeyboardInterrupt the last finished epoch is on disk and the exception propagates.
     """
     from tqdm import tqdm
@@ -212,9 +217,12 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
                           f"val_acc {record['val_accuracy']:.4f} val_f1 {record['val_f1']:.4f}  "
                           f"{record['epoch_time_s']:.1f}s {record['images_per_s']:.0f} img/s"
                           f"{'  *' if improved else ''}", file=sys.stderr)
-            if on_epoch is not None and D.broadcast_flag(bool(on_epoch(state.epoch, record)), device):
-                cut_short = state.epoch < cfg.epochs
-                break
+            if on_epoch is not None:
+                with holding(raw, state.average):   # the validated weights, for the callback
+                    stop = D.broadcast_flag(bool(on_epoch(state.epoch, record)), device)
+                if stop:
+                    cut_short = state.epoch < cfg.epochs
+                    break
             if D.broadcast_flag(state.stopper.should_stop, device):
                 stopped_early = state.epoch < cfg.epochs
                 logger.info("early stopping after epoch %d: no %s improvement for %d epochs; best epoch %s",
@@ -225,9 +233,11 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         events.close()
     D.barrier()
     # `raw` holds the last epoch's weights (trained here, or restored from LAST on resume), which is
-    # what a recipe with restore_best=False keeps (Keras' EarlyStopping default).
+    # what a recipe with restore_best=False keeps (Keras' EarlyStopping default), or their average.
     if cfg.restore_best:
         load_weights(raw, run_dir / R.BEST)
+    elif state.average is not None:
+        copy_weights(state.average.module, raw)
     return {"train_time_s": round(state.train_time_s, 2), "epochs_run": state.epoch,
             "best_epoch": state.stopper.best_epoch, "stopped_early": stopped_early, "monitor": cfg.monitor,
             "best_value": state.stopper.best, "cut_short": cut_short}
