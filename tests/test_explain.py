@@ -99,11 +99,12 @@ def test_recording_attention_leaves_the_fast_path_and_the_logits_alone():
 def test_flip_averaged_models_get_the_mirrored_map_back():
     model = QuadrantCNN().eval()
     plain = saliency(model, "cnn", torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8))
-    from fmbench.models.layers import flip_averaged
+    from fmbench.models.layers import merge_views, tta_views, view_batch
 
-    class Flipped(QuadrantCNN):
+    class Flipped(QuadrantCNN):      # averages x and its mirror image without saying so (no `views()`)
         def forward(self, x):
-            return flip_averaged(super().forward, x)
+            views = tta_views(flip=True, shift=False)
+            return merge_views(super().forward(view_batch(x, views)), x.shape[0], views)
 
     flipped = saliency(Flipped().eval(), "cnn", torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8))
     # The model reads the top-left of x and of mirrored x (= the top-right of x): both halves of the top.

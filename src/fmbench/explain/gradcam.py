@@ -3,8 +3,9 @@ the target class's logit lie.
 
 The target layer is the model's own choice (`CAM_LAYER`, a module name: the study CNN's
 `features`, the ResNet's `stages`), else its last `nn.Conv2d`. Models that average the logits
-of the image and its mirror image (`tta_flip`) run both in one batch; their two maps are averaged
-after mirroring the second back, so the map explains the prediction the model actually makes.
+over test-time views (`tta_flip`: the image and its mirror image; `tta_shift`: 1-pixel shifts) run
+them in one batch; their maps are averaged with the views' weights after mirroring the mirrored ones
+back, so the map explains the prediction the model actually makes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import threading
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from fmbench.models.layers import merge_views
 
 
 def target_layer(model: nn.Module) -> tuple[str, nn.Module]:
@@ -40,12 +43,10 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = Non
             target = logits.argmax(1) if target is None else target
             score = logits.gather(1, target[:, None]).sum()
             (a,) = acts
-            (g,) = torch.autograd.grad(score, a)                       # (B', C, h, w), B' = B or 2B
+            (g,) = torch.autograd.grad(score, a)                       # (B', C, h, w), B' = B x views
     finally:
         handle.remove()
     weights = g.mean(dim=(2, 3), keepdim=True)                         # (B', C, 1, 1): pooled gradients
     cam = F.relu((weights * a).sum(1)).detach()                        # (B', h, w)
-    B = x.shape[0]
-    if cam.shape[0] == 2 * B:                                          # flip-averaged: mirror the second back
-        cam = (cam[:B] + cam[B:].flip(-1)) / 2
-    return cam
+    views = model.views() if hasattr(model, "views") else None       # test-time views (models/layers.py)
+    return merge_views(cam, x.shape[0], views, unflip=True)            # mirrored maps mirrored back

@@ -17,6 +17,8 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from fmbench.models.layers import merge_views
+
 
 @contextmanager
 def recorded_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
@@ -42,9 +44,9 @@ def _grid(scores: torch.Tensor, has_cls: bool) -> torch.Tensor:
     return patches.reshape(-1, side, side)
 
 
-def _unflip(maps: torch.Tensor, batch: int) -> torch.Tensor:
-    """Flip-averaged models ran x and its mirror in one batch: average the two maps, mirrored back."""
-    return (maps[:batch] + maps[batch:].flip(-1)) / 2 if maps.shape[0] == 2 * batch else maps
+def _unflip(model: nn.Module, maps: torch.Tensor, batch: int) -> torch.Tensor:
+    """Models with test-time views ran them in one batch: their weighted mean, mirrored maps mirrored back."""
+    return merge_views(maps, batch, model.views() if hasattr(model, "views") else None, unflip=True)
 
 
 @torch.no_grad()
@@ -67,7 +69,7 @@ def rollout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         r = a @ r                                           # flow from the input tokens through this layer
     has_cls = getattr(model, "cls_token", None) is not None
     scores = r[:, 0] if has_cls else r.mean(1)              # (B', N): the class token's row, or all rows
-    return _unflip(_grid(scores, has_cls), x.shape[0])
+    return _unflip(model, _grid(scores, has_cls), x.shape[0])
 
 
 def last_layer_heads(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -78,4 +80,4 @@ def last_layer_heads(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     B2, heads, n = rows.shape
     grid = _grid(rows.reshape(B2 * heads, n), has_cls)      # (B' * heads, side, side)
     grid = grid.reshape(B2, heads, *grid.shape[1:])
-    return _unflip(grid, x.shape[0])
+    return _unflip(model, grid, x.shape[0])

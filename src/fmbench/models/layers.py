@@ -1,5 +1,5 @@
-"""Reusable layers: a dropout that is fast on CPU, and test-time flip averaging (`FlipAveraged`, the
-base of the models that offer it).
+"""Reusable layers: a dropout that is fast on CPU, and test-time views (flips, 1-pixel shifts) averaged by
+`FlipAveraged`, the base of the models that offer them.
 
 `nn.Dropout` on CPU draws one Bernoulli sample per element from the Mersenne Twister (~10-15 ns
 each, one thread): in the study's ViT that was ~70% of a training step. `keep_mask` draws 64 random
@@ -16,7 +16,6 @@ engine/fuse.py swaps them in when the engine runs a model on CPU; models here ne
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -63,21 +62,55 @@ class FastDropout(nn.Dropout):
         return x * keep_mask(x.shape, self.p, x.dtype, x.device).mul_(keep_scale(self.p))
 
 
-def flip_averaged(logits: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Test-time flip averaging: the mean of logits(x) and logits(x mirrored left-right), one batched pass."""
-    B = x.shape[0]
-    both = logits(torch.cat([x, x.flip(-1)]))                # (2B, classes)
-    return (both[:B] + both[B:]) / 2
+# A test-time view: (its weight, whether it is mirrored). Views are stacked in this order in one batch.
+View = tuple[float, bool]
+
+
+def tta_views(flip: bool, shift: bool) -> tuple[View, ...]:
+    """The views `FlipAveraged` averages: the image, and with `shift` its 1-pixel shifts down-right and
+    up-left at a quarter each (airbench94's `tta_level=2`), each followed by its mirror image with `flip`."""
+    bases = (0.5, 0.25, 0.25) if shift else (1.0,)
+    return tuple(v for w in bases for v in (((w / 2, False), (w / 2, True)) if flip else ((w, False),)))
+
+
+def view_batch(x: torch.Tensor, views: tuple[View, ...]) -> torch.Tensor:
+    """The views of x (B, C, H, W) stacked into one batch (len(views) * B, C, H, W), in `views`' order."""
+    if len(views) <= 2:                                      # no shifts (tta_views: 3 or 6 views with them)
+        bases = [x]
+    else:                                                    # shifted copies, edges reflected
+        h, w = x.shape[-2:]
+        p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        bases = [x, p[..., 0:h, 0:w], p[..., 2:h + 2, 2:w + 2]]
+    mirrored = any(m for _, m in views)
+    return torch.cat([v for b in bases for v in ((b, b.flip(-1)) if mirrored else (b,))])
+
+
+def merge_views(out: torch.Tensor, batch: int, views: tuple[View, ...] | None = None,
+                unflip: bool = False) -> torch.Tensor:
+    """The weighted mean over views of outputs (len(views) * batch, ...); with `unflip`, maps of mirrored
+    views are mirrored back first (the explainers; a shifted view's map is averaged as it is, its
+    1-pixel shift being under one cell of a feature map). Without `views`, they are read from the
+    count: one view, or an image and its mirror image."""
+    if views is None:
+        views = tta_views(flip=out.shape[0] == 2 * batch, shift=False)
+    parts = out.split(batch)
+    return sum(w * (p.flip(-1) if m and unflip else p) for p, (w, m) in zip(parts, views, strict=True))
 
 
 class FlipAveraged(nn.Module):
     """A classifier of (B, 1, S, S) images (S = `cfg.image_size`, else 28) whose network is `_logits`:
-    in eval mode with `cfg.tta_flip` it averages the logits of each image and its mirror image."""
+    in eval mode it averages the logits over test-time views, each image and its mirror image with
+    `cfg.tta_flip`, and 1-pixel shifts with `cfg.tta_shift` (`tta_views`); one batched pass."""
+
+    def views(self) -> tuple[View, ...]:
+        """The test-time views this model averages in eval mode."""
+        return tta_views(self.cfg.tta_flip, getattr(self.cfg, "tta_shift", False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = getattr(self.cfg, "image_size", 28)
         if tuple(x.shape[1:]) != (1, size, size):
             raise ValueError(f"expected input (B, 1, {size}, {size}), got {tuple(x.shape)}")
-        if self.training or not self.cfg.tta_flip:
+        views = self.views()
+        if self.training or len(views) == 1:
             return self._logits(x)
-        return flip_averaged(self._logits, x)
+        return merge_views(self._logits(view_batch(x, views)), x.shape[0], views)

@@ -6,7 +6,8 @@ Each stage halves the resolution first and then convolves at the lower resolutio
 (28 -> 14 -> 7 -> 3), so most of the compute runs on small maps with wide channels, which
 is what a CPU does best. Optional test-time flip averaging (`tta_flip`) evaluates the image
 and its mirror and averages the logits: Fashion-MNIST classes are left-right symmetric, and
-the model was trained with horizontal flips.
+the model was trained with horizontal flips. `tta_shift` adds 1-pixel shifts (airbench's
+test-time translation), which gain this network nothing (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from fmbench.models.layers import FlipAveraged
 
 @dataclass(frozen=True)
 class ResNetConfig:
-    """Widths of the stem and the three stages, head dropout, and test-time flip averaging."""
+    """Widths of the stem and the three stages, head dropout, and the test-time views averaged."""
+
+    # Settings added after runs were named, at the behaviour those runs had (config.config_hash).
+    IDENTITY_NEUTRAL = {"tta_shift": False}
 
     stem: int = 32
     widths: tuple[int, int, int] = (64, 128, 256)
     dropout: float = 0.0
     tta_flip: bool = True     # eval only: average the logits of x and x.flip(-1)
+    tta_shift: bool = False   # eval only: and of x shifted 1 pixel both ways (models/layers.py, tta_views)
     num_classes: int = 10
 
     def __post_init__(self) -> None:

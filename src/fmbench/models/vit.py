@@ -49,6 +49,7 @@ class ViTConfig:
     pool: str = "cls"        # "cls" token or global average pooling "mean"
     pos_embed: str = "learned"  # "learned" or "sincos" (fixed 2D sin-cos)
     tta_flip: bool = False   # eval only: average the logits of x and x.flip(-1)
+    tta_shift: bool = False  # eval only: and of x shifted 1 pixel both ways (models/layers.py, tta_views)
     # The study's tutorial (uygarkurt/ViT-PyTorch) initialises the class token and the learned
     # positions with torch.randn (std 1: four times the patch signal at dim 16) and feeds pixels
     # normalised to [-1, 1] (Normalize([0.5], [0.5])). timm/ViT use std 0.02 and any fixed scaling.
@@ -69,7 +70,7 @@ class ViTConfig:
     POOLS = ("cls", "mean")  # how the tokens become one vector (models/hybrid.py adds "seq")
     # Settings added after runs were named: left out of a run's identity (config.config_hash) while
     # they hold these values, so the runs made before them keep their names and are reused.
-    IDENTITY_NEUTRAL = {"spt": False, "lsa": False}
+    IDENTITY_NEUTRAL = {"spt": False, "lsa": False, "tta_shift": False}
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
