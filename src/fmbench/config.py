@@ -97,6 +97,8 @@ class TrainConfig:
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
         need(0 <= self.ema < 1, f"ema is a decay per step in [0, 1) (0 = off, 0.999 typical), got {self.ema}")
+        need(self.ema == 0 or self.restore_best, "ema keeps the weight average as the run's best weights: "
+             "it needs restore_best=true")
         need(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
         need(self.min_delta >= 0, f"min_delta must be >= 0, got {self.min_delta}")
         for name in ("aug_hflip", "aug_vflip", "aug_erase"):

@@ -5,10 +5,16 @@ Myrtle's CIFAR-10 bag of tricks averages the weights every 5 batches at 0.99 and
 PyTorch's own `torch.optim.swa_utils.AveragedModel` holds the copy (parameters and BatchNorm buffers,
 which it averages with `use_buffers=True`), updated after every optimizer step with the warmup of
 TensorFlow's `ExponentialMovingAverage(decay, num_updates)` ("If passed, the actual decay rate used
-is: `min(decay, (1 + num_updates) / (10 + num_updates))`"), so that the random initial weights fade
-out within the first few dozen steps instead of the first 1 / (1 - ema):
+is: `min(decay, (1 + num_updates) / (10 + num_updates))`"). The first update copies the weights;
+the warmup then lets the average follow the fast-moving early weights closely and only later
+average over about 1 / (1 - ema) steps:
 
     decay_t = min(ema, (1 + t) / (10 + t))      # t: updates so far
+
+The average is kept as the run's best weights, so it needs `restore_best` (config.py refuses
+`ema` without it). Under DistributedDataParallel each rank averages its own copy; the parameters
+agree across ranks, BatchNorm buffers only up to DDP's per-step broadcast from rank 0. With fp16,
+a step the GradScaler skips (an overflow) still counts as an update of the average.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ def _ema_update(decay: float):
         if not averaged[0].is_floating_point():
             torch._foreach_copy_(averaged, current)
             return
-        n = int(n_averaged.item())
-        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1 + n) / (10 + n)))
+        n = n_averaged.to(averaged[0].dtype)          # a tensor on the weights' device: no sync per step
+        d = torch.clamp((1 + n) / (10 + n), max=decay)
+        torch._foreach_mul_(averaged, d)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - d))
     return update
 
 
@@ -40,13 +48,6 @@ def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)
 
 
-def copy_weights(source: nn.Module, target: nn.Module) -> None:
-    """Copy the parameters and buffers of `source` into `target` (same architecture) in place."""
-    with torch.no_grad():
-        for a, b in zip(target.state_dict().values(), source.state_dict().values(), strict=True):
-            a.copy_(b)
-
-
 @contextmanager
 def holding(model: nn.Module, average: AveragedModel | None) -> Iterator[None]:
     """Within the block `model` holds the averaged weights; after it, its own again."""
@@ -54,7 +55,7 @@ def holding(model: nn.Module, average: AveragedModel | None) -> Iterator[None]:
         yield
         return
     own = {k: v.clone() for k, v in model.state_dict().items()}
-    copy_weights(average.module, model)
+    model.load_state_dict(average.module.state_dict())     # in place: memory formats stay
     try:
         yield
     finally:

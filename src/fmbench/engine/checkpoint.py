@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from fmbench import rundir as R
 from fmbench.config import TrainConfig
 from fmbench.engine import distributed as D
-from fmbench.engine.average import AveragedModel, weight_average
+from fmbench.engine.average import weight_average
 from fmbench.engine.optim import make_optimizer, make_scheduler, steps_per_epoch
 from fmbench.engine.stopping import EarlyStopping
 from fmbench.engine.tensorboard import EpochEvents

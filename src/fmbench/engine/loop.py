@@ -17,12 +17,13 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from fmbench import rundir as R
 from fmbench.config import TrainConfig
 from fmbench.data.batches import Splits, augment, to_input
 from fmbench.engine import distributed as D
-from fmbench.engine.average import copy_weights, holding
+from fmbench.engine.average import holding
 from fmbench.engine.checkpoint import TrainState, load_weights, new_state, restore, save_checkpoint
 from fmbench.engine.fuse import cpu_view
 from fmbench.engine.metrics import confusion_update, report
@@ -39,7 +40,8 @@ NUM_CLASSES = 10
 def train_one_epoch(model: nn.Module, raw: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                     opt: torch.optim.Optimizer, sched, gen: torch.Generator, precision: str,
                     on_step: Callable[[int, torch.Tensor], None] | None = None,
-                    scaler: torch.amp.GradScaler | None = None, average=None) -> dict[str, float]:
+                    scaler: torch.amp.GradScaler | None = None,
+                    average: AveragedModel | None = None) -> dict[str, float]:
     """One pass over this rank's shard of a fresh permutation; returns running loss/accuracy/F1.
     `average` (engine/average.py), when given, follows `raw`'s weights after every step."""
     model.train()
@@ -233,11 +235,9 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
         events.close()
     D.barrier()
     # `raw` holds the last epoch's weights (trained here, or restored from LAST on resume), which is
-    # what a recipe with restore_best=False keeps (Keras' EarlyStopping default), or their average.
+    # what a recipe with restore_best=False keeps (Keras' EarlyStopping default; not with `ema`).
     if cfg.restore_best:
         load_weights(raw, run_dir / R.BEST)
-    elif state.average is not None:
-        copy_weights(state.average.module, raw)
     return {"train_time_s": round(state.train_time_s, 2), "epochs_run": state.epoch,
             "best_epoch": state.stopper.best_epoch, "stopped_early": stopped_early, "monitor": cfg.monitor,
             "best_value": state.stopper.best, "cut_short": cut_short}

@@ -93,8 +93,10 @@ def merge_views(out: torch.Tensor, batch: int, views: tuple[View, ...] | None = 
     count: one view, or an image and its mirror image."""
     if views is None:
         views = tta_views(flip=out.shape[0] == 2 * batch, shift=False)
-    parts = out.split(batch)
-    return sum(w * (p.flip(-1) if m and unflip else p) for p, (w, m) in zip(parts, views, strict=True))
+    if out.shape[0] != len(views) * batch:
+        raise ValueError(f"expected {len(views)} views of {batch} images, got {out.shape[0]} outputs")
+    parts = [out[i * batch:(i + 1) * batch] for i in range(len(views))]   # slices: ONNX keeps the batch dynamic
+    return sum(w * (p.flip(-1) if m and unflip else p) for p, (w, m) in zip(parts, views))
 
 
 class FlipAveraged(nn.Module):
