@@ -16,7 +16,8 @@ up-and-left or down-and-right", from a 1-pixel reflect padding):
 
 in the model's run precision (bf16 where the CPU has it), so `mirror` matches the accuracy the run
 or card reports, up to bf16 rounding across batch sizes. It measures what a view is worth on
-weights already trained; the models themselves evaluate with `mirror` (`tta_flip`) or `plain`.
+weights already trained, with the arithmetic of the models' own switches (`tta_flip`, `tta_shift`:
+models/layers.py `tta_views`).
 """
 
 from __future__ import annotations
@@ -26,30 +27,22 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from fmbench.data import load_fashion_mnist
 from fmbench.data.batches import to_input
 from fmbench.errors import FmbenchError
+from fmbench.models.layers import merge_views, tta_views, view_batch
 from fmbench.runtime import autocast, choose_precision
 
-VIEWS = ("plain", "mirror", "translate", "mirror_translate")
-
-
-def shifted(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (B, 1, H, W) moved one pixel down-and-right and one up-and-left, edges reflected."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    return p[..., 0:h, 0:w], p[..., 2:h + 2, 2:w + 2]
+VIEWS = {"plain": (False, False), "mirror": (True, False), "translate": (False, True),
+         "mirror_translate": (True, True)}       # name: (tta_flip, tta_shift), the models' own views
 
 
 def view_logits(net, x: torch.Tensor, view: str) -> torch.Tensor:
-    """The mean logits of `x` under `view` (one of VIEWS); `net` maps images to logits."""
-    one = (lambda v: (net(v) + net(v.flip(-1))) / 2) if view.startswith("mirror") else net
-    if view in ("plain", "mirror"):
-        return one(x)
-    a, b = shifted(x)
-    return one(x) / 2 + (one(a) + one(b)) / 4
+    """The mean logits of `x` under `view` (a name in VIEWS), as a model with those switches averages
+    them (models/layers.py); `net` maps images to logits."""
+    views = tta_views(*VIEWS[view])
+    return merge_views(net(view_batch(x, views)), x.shape[0], views)
 
 
 def load(name_or_dir: str) -> tuple[torch.nn.Module, str]:
@@ -102,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         from fmbench.fileio import write_json
-        write_json(args.json, {"test_accuracy": result, "views": VIEWS})
+        write_json(args.json, {"test_accuracy": result, "views": list(VIEWS)})
     return 0
 
 

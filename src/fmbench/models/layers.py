@@ -62,27 +62,28 @@ class FastDropout(nn.Dropout):
         return x * keep_mask(x.shape, self.p, x.dtype, x.device).mul_(keep_scale(self.p))
 
 
-# A test-time view: (its weight, whether it is mirrored). Views are stacked in this order in one batch.
-View = tuple[float, bool]
+# A test-time view: (its weight, whether it is mirrored, its shift: 0, 1 = one pixel down-and-right,
+# -1 = one pixel up-and-left). Views are stacked in this order in one batch.
+View = tuple[float, bool, int]
 
 
 def tta_views(flip: bool, shift: bool) -> tuple[View, ...]:
     """The views `FlipAveraged` averages: the image, and with `shift` its 1-pixel shifts down-right and
     up-left at a quarter each (airbench94's `tta_level=2`), each followed by its mirror image with `flip`."""
-    bases = (0.5, 0.25, 0.25) if shift else (1.0,)
-    return tuple(v for w in bases for v in (((w / 2, False), (w / 2, True)) if flip else ((w, False),)))
+    bases = ((1.0, 0),) if not shift else ((0.5, 0), (0.25, 1), (0.25, -1))
+    return tuple(v for w, s in bases for v in (((w / 2, False, s), (w / 2, True, s)) if flip else ((w, False, s),)))
 
 
 def view_batch(x: torch.Tensor, views: tuple[View, ...]) -> torch.Tensor:
-    """The views of x (B, C, H, W) stacked into one batch (len(views) * B, C, H, W), in `views`' order."""
-    if len(views) <= 2:                                      # no shifts (tta_views: 3 or 6 views with them)
-        bases = [x]
-    else:                                                    # shifted copies, edges reflected
-        h, w = x.shape[-2:]
-        p = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        bases = [x, p[..., 0:h, 0:w], p[..., 2:h + 2, 2:w + 2]]
-    mirrored = any(m for _, m in views)
-    return torch.cat([v for b in bases for v in ((b, b.flip(-1)) if mirrored else (b,))])
+    """The views of x (B, C, H, W) stacked into one batch (len(views) * B, C, H, W), in `views`' order;
+    shifted views come from a 1-pixel reflect padding (airbench94's `infer`)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect") if any(s for _, _, s in views) else x
+
+    def view(mirrored: bool, s: int) -> torch.Tensor:
+        v = x if s == 0 else padded[..., 1 - s:1 - s + h, 1 - s:1 - s + w]
+        return v.flip(-1) if mirrored else v
+    return torch.cat([view(m, s) for _, m, s in views])
 
 
 def merge_views(out: torch.Tensor, batch: int, views: tuple[View, ...] | None = None,
@@ -96,7 +97,7 @@ def merge_views(out: torch.Tensor, batch: int, views: tuple[View, ...] | None = 
     if out.shape[0] != len(views) * batch:
         raise ValueError(f"expected {len(views)} views of {batch} images, got {out.shape[0]} outputs")
     parts = [out[i * batch:(i + 1) * batch] for i in range(len(views))]   # slices: ONNX keeps the batch dynamic
-    return sum(w * (p.flip(-1) if m and unflip else p) for p, (w, m) in zip(parts, views))
+    return sum(w * (p.flip(-1) if m and unflip else p) for p, (w, m, _) in zip(parts, views))
 
 
 class FlipAveraged(nn.Module):
