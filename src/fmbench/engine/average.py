@@ -1,13 +1,14 @@
 """An exponential moving average of the weights (`--set ema=0.999`): the model a run validates and keeps.
 
-Myrtle's CIFAR-10 bag of tricks averages the weights every 5 batches at 0.99 and airbench94 keeps a
-"lookahead" average; timm's `ModelEma` and the Keras optimizers' `use_ema` average per step. Here
-PyTorch's own `torch.optim.swa_utils.AveragedModel` holds the copy (parameters and BatchNorm buffers,
-which it averages with `use_buffers=True`), updated after every optimizer step with the warmup of
-TensorFlow's `ExponentialMovingAverage(decay, num_updates)` ("If passed, the actual decay rate used
-is: `min(decay, (1 + num_updates) / (10 + num_updates))`"). The first update copies the weights;
-the warmup then lets the average follow the fast-moving early weights closely and only later
-average over about 1 / (1 - ema) steps:
+Myrtle's CIFAR-10 bag of tricks averages the weights every 5 batches at 0.99 and airbench94 keeps "a
+lookahead EMA of the weights from epoch 3" (as issue 26 lists them); the Keras optimizers' `use_ema`
+computes "an exponential moving average of the weights of the model (as the weight values change
+after each training batch)". Here PyTorch's own `torch.optim.swa_utils.AveragedModel` holds the
+copy (parameters and BatchNorm buffers, which it averages with `use_buffers=True`), updated after
+every optimizer step with the warmup of TensorFlow's `ExponentialMovingAverage(decay, num_updates)`
+("If passed, the actual decay rate used is: `min(decay, (1 + num_updates) / (10 + num_updates))`").
+The first update copies the weights; the warmup then lets the average follow the fast-moving early
+weights closely and only later average over about 1 / (1 - ema) steps:
 
     decay_t = min(ema, (1 + t) / (10 + t))      # t: updates so far
 
