@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fmbench.models.layers import merge_views
+from fmbench.models.layers import merge_maps
 
 
 def target_layer(model: nn.Module) -> tuple[str, nn.Module]:
@@ -48,5 +48,4 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = Non
         handle.remove()
     weights = g.mean(dim=(2, 3), keepdim=True)                         # (B', C, 1, 1): pooled gradients
     cam = F.relu((weights * a).sum(1)).detach()                        # (B', h, w)
-    views = model.views() if hasattr(model, "views") else None       # test-time views (models/layers.py)
-    return merge_views(cam, x.shape[0], views, unflip=True)            # mirrored maps mirrored back
+    return merge_maps(model, cam, x.shape[0])                          # one map per image over the views

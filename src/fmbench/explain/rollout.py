@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from fmbench.models.layers import merge_views
+from fmbench.models.layers import merge_maps
 
 
 @contextmanager
@@ -44,11 +44,6 @@ def _grid(scores: torch.Tensor, has_cls: bool) -> torch.Tensor:
     return patches.reshape(-1, side, side)
 
 
-def _unflip(model: nn.Module, maps: torch.Tensor, batch: int) -> torch.Tensor:
-    """Models with test-time views ran them in one batch: their weighted mean, mirrored maps mirrored back."""
-    return merge_views(maps, batch, model.views() if hasattr(model, "views") else None, unflip=True)
-
-
 @torch.no_grad()
 def attention_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """Every layer's attention probabilities (B', heads, N, N) for input x (B, 1, H, W)."""
@@ -69,7 +64,7 @@ def rollout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         r = a @ r                                           # flow from the input tokens through this layer
     has_cls = getattr(model, "cls_token", None) is not None
     scores = r[:, 0] if has_cls else r.mean(1)              # (B', N): the class token's row, or all rows
-    return _unflip(model, _grid(scores, has_cls), x.shape[0])
+    return merge_maps(model, _grid(scores, has_cls), x.shape[0])
 
 
 def last_layer_heads(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -80,4 +75,4 @@ def last_layer_heads(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     B2, heads, n = rows.shape
     grid = _grid(rows.reshape(B2 * heads, n), has_cls)      # (B' * heads, side, side)
     grid = grid.reshape(B2, heads, *grid.shape[1:])
-    return _unflip(model, grid, x.shape[0])
+    return merge_maps(model, grid, x.shape[0])

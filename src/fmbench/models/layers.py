@@ -100,6 +100,13 @@ def merge_views(out: torch.Tensor, batch: int, views: tuple[View, ...] | None = 
     return sum(w * (p.flip(-1) if m and unflip else p) for p, (w, m, _) in zip(parts, views))
 
 
+def merge_maps(model: nn.Module, maps: torch.Tensor, batch: int) -> torch.Tensor:
+    """One explanation map per image from a model that ran its test-time views in one batch (Grad-CAM,
+    rollout): `merge_views` over the model's `views()` (by count for a model without them), with the
+    mirrored views' maps mirrored back."""
+    return merge_views(maps, batch, model.views() if hasattr(model, "views") else None, unflip=True)
+
+
 class FlipAveraged(nn.Module):
     """A classifier of (B, 1, S, S) images (S = `cfg.image_size`, else 28) whose network is `_logits`:
     in eval mode it averages the logits over test-time views, each image and its mirror image with
