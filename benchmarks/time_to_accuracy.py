@@ -11,6 +11,15 @@ pass, checkpoints, the best weights restored) and then one evaluation of the tes
 the process start and data parsing (a few seconds) and what `fmbench train` adds after the model is
 trained (evaluating the training set and recording explanations).
 
+Before each seed's clock starts, a 2048x2048 matmul in the run's precision (bf16 or fp32) on its
+threads measures how fast the host is just then (`host GF/s`, `host_gflops` in the JSON; CPU only):
+on a shared machine the same seed's wall time moves by half with the neighbours' load, and this
+says which of two records ran on the slower host.
+
+OpenMP's wait policy is what `fmbench train` runs with: the environment's OMP_WAIT_POLICY, else
+the OpenMP runtime's default, recorded as `omp_wait_policy` (the throughput benchmarks set PASSIVE
+for busy machines; on a quiet one that slowed `cnn_seed`'s training ~1.25x, docs/performance.md).
+
 By default each seed trains the preset's whole schedule and the test set is evaluated once, at the
 end: a recipe whose learning rate decays to 0 reaches its accuracy there. With `--every-epoch` the
 test set is evaluated after every epoch (counted in the time) and a seed stops at the first epoch
@@ -28,30 +37,28 @@ seed's record carries its own CPU name and date, since resumed seeds may come fr
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see docs/performance.md
+import torch
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-from fmbench import __version__  # noqa: E402
-from fmbench.config import parse_set_args  # noqa: E402
-from fmbench.data import load_fashion_mnist  # noqa: E402
-from fmbench.data.batches import make_splits  # noqa: E402
-from fmbench.engine.loop import evaluate, fit  # noqa: E402
-from fmbench.errors import FmbenchError, RunDirError  # noqa: E402
-from fmbench.fileio import read_json, write_json  # noqa: E402
-from fmbench.models import build_model  # noqa: E402
-from fmbench.runtime import choose_device, choose_precision, cpu_name, seed_everything, set_threads  # noqa: E402
-from fmbench.spec import make_spec  # noqa: E402
+from fmbench import __version__
+from fmbench.config import parse_set_args
+from fmbench.data import load_fashion_mnist
+from fmbench.data.batches import make_splits
+from fmbench.engine.loop import evaluate, fit
+from fmbench.engine.speed import matmul_gflops
+from fmbench.errors import FmbenchError, RunDirError
+from fmbench.fileio import read_json, write_json
+from fmbench.models import build_model
+from fmbench.runtime import choose_device, choose_precision, cpu_name, seed_everything, set_threads
+from fmbench.spec import make_spec
 
 
 def time_to_accuracy(data, model_name: str, preset: str, target: float, overrides: dict | None = None,
@@ -61,10 +68,11 @@ def time_to_accuracy(data, model_name: str, preset: str, target: float, override
     construction to the test accuracy."""
     rc = make_spec(model_name, preset, overrides)
     cfg = rc.train_cfg
-    t0 = time.perf_counter()
     set_threads(cfg.threads)
     device = choose_device(device_name)
     precision = choose_precision(cfg.precision, device)
+    host = matmul_gflops(torch.bfloat16 if precision == "bf16" else torch.float32) if device.type == "cpu" else None
+    t0 = time.perf_counter()
     seed_everything(cfg.seed)
     model = build_model(model_name, rc.model_cfg).to(device)
     if cfg.channels_last:
@@ -100,7 +108,8 @@ def time_to_accuracy(data, model_name: str, preset: str, target: float, override
         "seed": cfg.seed, "reached": hit is not None, "seconds": final["elapsed_s"], "epochs": final["epoch"],
         "test_accuracy": final["test_accuracy"], "seconds_to_target": hit["elapsed_s"] if hit else None,
         "history": history, "epoch_records": epochs, "precision": precision, "threads": torch.get_num_threads(),
-        "device": str(device), "train_config": dict(vars(cfg)), "model_config": dict(vars(rc.model_cfg)),
+        "device": str(device), "host_gflops": host,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "train_config": dict(vars(cfg)), "model_config": dict(vars(rc.model_cfg)),
     }
 
 
@@ -120,9 +129,10 @@ def summarize(runs: list[dict], target: float, budget: float | None) -> dict:
 def table(model: str, preset: str, runs: list[dict], s: dict) -> str:
     lines = [f"{model} --preset {preset}: target test accuracy {s['target']:.2%}"
              + (f" within {s['budget_s']:.0f} s" if s["budget_s"] else ""),
-             f"{'seed':>6} {'epochs':>6} {'wall s':>8} {'test acc':>9}", "-" * 32]
-    lines += [f"{r['seed']:>6} {r['epochs']:>6} {r['seconds']:>8.1f} {r['test_accuracy']:>9.2%}" for r in runs]
-    lines += ["-" * 32,
+             f"{'seed':>6} {'epochs':>6} {'wall s':>8} {'test acc':>9} {'host GF/s':>10}", "-" * 43]
+    lines += [f"{r['seed']:>6} {r['epochs']:>6} {r['seconds']:>8.1f} {r['test_accuracy']:>9.2%} "
+              f"{'' if r.get('host_gflops') is None else format(r['host_gflops'], '.0f'):>10}" for r in runs]
+    lines += ["-" * 43,
               f"{'mean':>6} {'':>6} {s['seconds_mean']:>8.1f} {s['accuracy_mean']:>9.2%}",
               f"{'min':>6} {'':>6} {s['seconds_min']:>8.1f} {s['accuracy_min']:>9.2%}",
               f"{'max':>6} {'':>6} {s['seconds_max']:>8.1f} {s['accuracy_max']:>9.2%}",
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     s = summarize(runs, args.target, args.budget)
     print(table(args.model, args.preset, runs, s))
     print(f"{cpu_name()}, {runs[-1]['threads']} threads, {runs[-1]['precision']}, torch {torch.__version__}, "
-          f"device {runs[-1]['device']}")
+          f"device {runs[-1]['device']}, OMP_WAIT_POLICY={runs[-1]['omp_wait_policy']}")
     if args.json:
         write_json(args.json, record(args, overrides, runs))
     return 0 if s["met"] else 1

@@ -38,6 +38,8 @@ def test_seeds_table_and_json(tta, data_dir: Path, tmp_path: Path, capsys) -> No
     assert s["accuracy_mean"] == pytest.approx(sum(accs) / 2, abs=1e-5)
     assert s["met"] and s["time_met"] and s["seconds_max"] <= 3600
     assert "target MET" in printed and "mean" in printed and "max" in printed
+    # the host's speed before each seed, in the run's precision (fp32 here: one thread, tiny model)
+    assert all(r["host_gflops"] > 0 and r["omp_wait_policy"] for r in result["runs"]) and "host GF/s" in printed
 
 
 def test_missed_target_exits_1(tta, data_dir: Path, capsys) -> None:

@@ -23,7 +23,7 @@ from fmbench.data.batches import make_splits
 from fmbench.engine.checkpoint import load_state, load_weights, save_state, save_weights
 from fmbench.engine.loop import evaluate, fit
 from fmbench.engine.optim import lr_factor, make_optimizer, make_scheduler
-from fmbench.engine.speed import measure_inference
+from fmbench.engine.speed import matmul_gflops, measure_inference
 from fmbench.engine.stopping import EarlyStopping
 from fmbench.errors import RunDirError, TrainingDiverged
 from fmbench.models import REGISTRY, build_model
@@ -427,6 +427,14 @@ def test_measure_inference_reports_positive_speed():
     r = measure_inference(build_model("cnn_seed"), CPU, "fp32", batch_size=8, repeats=1, latency_repeats=2)
     assert set(r) == {"infer_images_per_s", "latency_ms"}
     assert r["infer_images_per_s"] > 0 and r["latency_ms"] > 0
+
+
+def test_matmul_gflops_counts_the_flops_of_the_timed_matmul(monkeypatch):
+    # 2 n^3 FLOPs over the median of the timed calls: every call taking 0.5 ms, n=100 is 4 GFLOP/s
+    clock = iter(range(100))
+    monkeypatch.setattr("fmbench.engine.speed.time.perf_counter", lambda: next(clock) / 2000)
+    assert matmul_gflops(torch.float32, n=100, repeats=3) == 4.0
+    assert matmul_gflops(torch.bfloat16, n=64, repeats=2) > 0
 
 
 def test_latency_runs_on_one_thread_and_restores_the_thread_count(monkeypatch):

@@ -57,3 +57,22 @@ def _median_time(model: nn.Module, x: torch.Tensor, device: torch.device, warmup
         _sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def matmul_gflops(dtype: torch.dtype = torch.bfloat16, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n CPU matmul on the current threads now (median of `repeats`): how fast the host
+    is at the moment a benchmark runs, recorded beside its wall times.
+
+    Shared machines change speed with their neighbours' load (docs/performance.md measured the same
+    seed's 3 epochs at 39 s one evening and 24 s another day, to the same accuracy); this probe, at
+    about 0.3 s, tells a reader which of two records ran on the slower host.
+    """
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up: oneDNN picks and caches its kernel
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return round(2 * n ** 3 / statistics.median(times) / 1e9, 1)
