@@ -18,7 +18,7 @@ says which of two records ran on the slower host.
 
 OpenMP's wait policy is what `fmbench train` runs with: the environment's OMP_WAIT_POLICY, else
 the OpenMP runtime's default, recorded as `omp_wait_policy` (the throughput benchmarks set PASSIVE
-for busy machines; on a quiet one that slowed `cnn_seed`'s training ~1.25x, docs/performance.md).
+for busy machines; on a quiet one that slowed `cnn_seed`'s training by 5-26%, docs/performance.md).
 
 By default each seed trains the preset's whole schedule and the test set is evaluated once, at the
 end: a recipe whose learning rate decays to 0 reaches its accuracy there. With `--every-epoch` the
@@ -108,8 +108,8 @@ def time_to_accuracy(data, model_name: str, preset: str, target: float, override
         "seed": cfg.seed, "reached": hit is not None, "seconds": final["elapsed_s"], "epochs": final["epoch"],
         "test_accuracy": final["test_accuracy"], "seconds_to_target": hit["elapsed_s"] if hit else None,
         "history": history, "epoch_records": epochs, "precision": precision, "threads": torch.get_num_threads(),
-        "device": str(device), "host_gflops": host,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "train_config": dict(vars(cfg)), "model_config": dict(vars(rc.model_cfg)),
+        "device": str(device), "host_gflops": host, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "train_config": dict(vars(cfg)), "model_config": dict(vars(rc.model_cfg)),
     }
 
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     s = summarize(runs, args.target, args.budget)
     print(table(args.model, args.preset, runs, s))
     print(f"{cpu_name()}, {runs[-1]['threads']} threads, {runs[-1]['precision']}, torch {torch.__version__}, "
-          f"device {runs[-1]['device']}, OMP_WAIT_POLICY={runs[-1]['omp_wait_policy']}")
+          f"device {runs[-1]['device']}, OMP_WAIT_POLICY={runs[-1].get('omp_wait_policy', 'not recorded')}")
     if args.json:
         write_json(args.json, record(args, overrides, runs))
     return 0 if s["met"] else 1

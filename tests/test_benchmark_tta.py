@@ -100,3 +100,18 @@ def test_resume_refuses_another_benchmarks_record(tta, data_dir: Path, tmp_path:
     assert len(json.loads(out.read_text())["runs"]) == 2
     with pytest.raises(SystemExit):
         tta.main([*TINY, "--data-dir", str(data_dir), "--resume"])   # --resume without --json
+
+
+def test_resume_reads_records_from_before_the_host_probe(tta, data_dir: Path, tmp_path: Path, capsys) -> None:
+    # records written before host_gflops and omp_wait_policy existed still resume and print
+    out = tmp_path / "tta.json"
+    common = [*TINY, "--data-dir", str(data_dir), "--target", "0.01", "--json", str(out)]
+    assert tta.main([*common, "--seeds", "1"]) == 0
+    old = json.loads(out.read_text())
+    for r in old["runs"]:
+        del r["host_gflops"], r["omp_wait_policy"]
+    out.write_text(json.dumps(old))
+    capsys.readouterr()
+    assert tta.main([*common, "--seeds", "1", "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "OMP_WAIT_POLICY=not recorded" in printed and "host GF/s" in printed
