@@ -21,15 +21,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see docs/performance.md
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from fmbench.engine.speed import matmul_gflops  # noqa: E402
+from fmbench.engine.speed import matmul_gflops, median_seconds  # noqa: E402
 from fmbench.errors import FmbenchError  # noqa: E402
 from fmbench.models import build_model, resolve_config  # noqa: E402
 from fmbench.runtime import autocast, choose_precision, keep_freed_memory, set_threads  # noqa: E402
@@ -89,17 +87,6 @@ def conv_flops(conv: nn.Conv2d, shape: torch.Size) -> tuple[float, tuple[int, ..
     return 2.0 * B * Ho * Wo * conv.out_channels * C // conv.groups * kh * kw, (B, conv.out_channels, Ho, Wo)
 
 
-def time_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="cnn_seed")
@@ -145,14 +132,15 @@ def main(argv: list[str] | None = None) -> int:
             with autocast(torch.device("cpu"), precision):    # as the training loop runs it
                 y = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
             y.backward(gy)
-        ms = time_ms(onednn, args.repeats)
+        ms = 1000 * median_seconds(onednn, warmup=3, repeats=args.repeats)
         total_ms, total_flops = total_ms + ms, total_flops + flops
         line = (f"{name:<24} {'x'.join(map(str, shape)):<18} {flops / 1e9:>6.2f} {ms:>7.2f} "
                 f"{flops / ms / 1e6:>8.0f} {flops / ms / 1e6 / peak:>9.0%}")
         if args.im2col:
             if conv.stride == (1, 1) and conv.groups == 1 and conv.dilation == (1, 1):
                 xd, wd = x.detach().to(dtype).requires_grad_(needs_dx), w.detach().to(dtype).requires_grad_()
-                line += f" {time_ms(lambda: Im2colConv.apply(xd, wd, conv.padding).backward(gy), args.repeats):>10.2f}"
+                im2col = median_seconds(lambda: Im2colConv.apply(xd, wd, conv.padding).backward(gy), 3, args.repeats)
+                line += f" {1000 * im2col:>10.2f}"
             else:
                 line += f" {'(strided)':>10}"
         print(line)

@@ -10,22 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
-
-
-def median_ms(fn, repeats: int = 300, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -39,6 +26,7 @@ def main() -> None:
 
     from fmbench.data import load_fashion_mnist
     from fmbench.engine.loop import predict_logits
+    from fmbench.engine.speed import median_seconds
     from fmbench.export import export_onnx
     from fmbench.runtime import choose_precision
     from fmbench.weights import load_shipped
@@ -57,8 +45,8 @@ def main() -> None:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         x = image[:, None].float().div(255).numpy()
         precision = choose_precision(rc.train_cfg.precision, torch.device("cpu"))
-        t_ort = median_ms(lambda: session.run(None, {"image": x}))
-        t_torch = median_ms(lambda: predict_logits(model, image, 1, precision))
+        t_ort = 1000 * median_seconds(lambda: session.run(None, {"image": x}), warmup=20, repeats=300)
+        t_torch = 1000 * median_seconds(lambda: predict_logits(model, image, 1, precision), warmup=20, repeats=300)
         rows.append({"model": name, "onnxruntime_ms": round(t_ort, 3), "pytorch_ms": round(t_torch, 3),
                      "pytorch_precision": precision, "pytorch_over_onnxruntime": round(t_torch / t_ort, 2)})
         print(json.dumps(rows[-1]))

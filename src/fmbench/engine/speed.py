@@ -1,9 +1,11 @@
-"""Inference speed of a model on its device: images/s at a large batch and single-image latency."""
+"""Speed measurements: a model's inference images/s at a large batch and single-image latency, the
+host's matmul speed, and the median-of-timed-calls loop they and the benchmarks share."""
 
 from __future__ import annotations
 
 import statistics
 import time
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -35,26 +37,29 @@ def measure_inference(model: nn.Module, device: torch.device, precision: str, ba
     one = x[:1].clone()
     threads = torch.get_num_threads()
     with autocast(device, precision):
-        batch_s = _median_time(model, x, device, warmup=1, repeats=repeats)
+        batch_s = median_seconds(lambda: model(x), warmup=1, repeats=repeats, device=device)
         if device.type == "cpu":
             torch.set_num_threads(1)
         try:
-            latency_s = _median_time(model, one, device, warmup=3, repeats=latency_repeats)
+            latency_s = median_seconds(lambda: model(one), warmup=3, repeats=latency_repeats, device=device)
         finally:
             torch.set_num_threads(threads)
     return {"infer_images_per_s": round(batch_size / batch_s, 1), "latency_ms": round(1000 * latency_s, 3)}
 
 
-def _median_time(model: nn.Module, x: torch.Tensor, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of `model(x)` over `repeats` timed calls after `warmup` untimed ones."""
+def median_seconds(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device | None = None) -> float:
+    """Median wall seconds of `fn()` over `repeats` timed calls after `warmup` untimed ones; on CUDA
+    (`device`) each timed call is synchronised so it counts the kernels it queued."""
     for _ in range(warmup):
-        model(x)
+        fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        if device is not None:
+            _sync(device)
         t = time.perf_counter()
-        model(x)
-        _sync(device)
+        fn()
+        if device is not None:
+            _sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -69,10 +74,5 @@ def matmul_gflops(dtype: torch.dtype = torch.bfloat16, n: int = 2048, repeats: i
     """
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
-    torch.mm(a, b)  # warm-up: oneDNN picks and caches its kernel
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t)
-    return round(2 * n ** 3 / statistics.median(times) / 1e9, 1)
+    seconds = median_seconds(lambda: torch.mm(a, b), warmup=1, repeats=repeats)  # warm-up: oneDNN picks its kernel
+    return round(2 * n ** 3 / seconds / 1e9, 1)
