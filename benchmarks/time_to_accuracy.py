@@ -18,7 +18,7 @@ says which of two records ran on the slower host.
 
 OpenMP's wait policy is what `fmbench train` runs with: the environment's OMP_WAIT_POLICY, else
 the OpenMP runtime's default, recorded as `omp_wait_policy` (the throughput benchmarks set PASSIVE
-for busy machines; on a quiet one that slowed `cnn_seed`'s training by 5-26%, docs/performance.md).
+for busy machines; on a quiet one that slowed `cnn_seed`'s training by 4-26%, docs/performance.md).
 
 By default each seed trains the preset's whole schedule and the test set is evaluated once, at the
 end: a recipe whose learning rate decays to 0 reaches its accuracy there. With `--every-epoch` the
