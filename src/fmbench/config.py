@@ -29,7 +29,7 @@ class TrainConfig:
     """How a model is trained. Defaults are the study's CNN recipe; presets change them."""
 
     # Settings added after runs were named, at the behaviour those runs had (see config_hash).
-    IDENTITY_NEUTRAL = {"ema": 0.0}
+    IDENTITY_NEUTRAL = {"ema": 0.0, "bias_lr_scale": 1.0}
 
     seed: int = 42
     epochs: int = 500
@@ -39,6 +39,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     momentum: float = 0.9           # sgd only
+    bias_lr_scale: float = 1.0      # sgd only: norm layers' biases (and scales) at this multiple of lr, their
+                                    # weight decay divided by it (the same decay per step): airbench's 64
     weight_decay: float = 0.0       # adam: L2 added to the gradient; adamw: decoupled
     schedule: str = "constant"
     warmup_epochs: float = 0.0
@@ -85,6 +87,9 @@ class TrainConfig:
         need(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
+        need(self.bias_lr_scale > 0, f"bias_lr_scale must be > 0, got {self.bias_lr_scale}")
+        need(self.bias_lr_scale == 1 or self.optimizer == "sgd",
+             f"bias_lr_scale applies to optimizer=sgd only, got optimizer={self.optimizer!r}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")

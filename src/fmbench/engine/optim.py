@@ -15,7 +15,8 @@ from fmbench.config import TrainConfig
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (L2 in the gradient, as the study), AdamW (decoupled; no decay on biases and norms) or SGD."""
+    """Adam (L2 in the gradient, as the study), AdamW (decoupled; no decay on biases and norms) or SGD
+    (optionally with the norm layers' parameters at `bias_lr_scale` times the lr)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adamw":
         decay = [p for p in params if p.ndim >= 2]
@@ -25,8 +26,21 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                 weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.bias_lr_scale != 1:
+        # airbench: BatchNorm biases (and here scales, if they learn) at 64x the lr with their decay divided by as much (lr x decay, the
+        # shrink per step, unchanged). Weights first: the loop logs param_groups[0]'s lr as the run's.
+        scale, norm = cfg.bias_lr_scale, {id(p) for p in _norm_parameters(model)}
+        params = [{"params": [p for p in params if id(p) not in norm]},
+                  {"params": [p for p in params if id(p) in norm], "lr": cfg.lr * scale,
+                   "weight_decay": cfg.weight_decay / scale}]
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                            weight_decay=cfg.weight_decay, foreach=True)
+
+
+def _norm_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the model's normalisation layers (BatchNorm, LayerNorm, GroupNorm)."""
+    kinds = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    return [p for m in model.modules() if isinstance(m, kinds) for p in m.parameters(recurse=False)]
 
 
 def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:

@@ -26,13 +26,15 @@ class ResNetConfig:
     """Widths of the stem and the three stages, head dropout, and the test-time views averaged."""
 
     # Settings added after runs were named, at the behaviour those runs had (config.config_hash).
-    IDENTITY_NEUTRAL = {"tta_shift": False}
+    IDENTITY_NEUTRAL = {"tta_shift": False, "bn_scale": True, "dirac": False}
 
     stem: int = 32
     widths: tuple[int, int, int] = (64, 128, 256)
     dropout: float = 0.0
     tta_flip: bool = True     # eval only: average the logits of x and x.flip(-1)
     tta_shift: bool = False   # eval only: and of x shifted 1 pixel both ways (models/layers.py, tta_views)
+    bn_scale: bool = True     # False: BatchNorm scales fixed at 1, only its biases learn (airbench)
+    dirac: bool = False       # each conv starts as the identity on its first c_in outputs (airbench's init)
     num_classes: int = 10
 
     def __post_init__(self) -> None:
@@ -46,19 +48,29 @@ class ResNetConfig:
 
 
 class ConvBN(nn.Sequential):
-    """Conv 3x3 ('same', no bias) -> BatchNorm -> ReLU."""
+    """Conv 3x3 ('same', no bias) -> BatchNorm -> ReLU.
 
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+    airbench94's two changes, off by default: `bn_scale=False` fixes the BatchNorm scale at 1 (a ReLU
+    network's output is unchanged by a positive scale, which the next BatchNorm removes anyway) and
+    `dirac=True` starts the conv's first c_in output channels as the identity (`nn.init.dirac_`), so at
+    initialisation each layer passes its input on beside its random features.
+    """
+
+    def __init__(self, c_in: int, c_out: int, bn_scale: bool = True, dirac: bool = False) -> None:
+        conv, bn = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)
+        if dirac:
+            with torch.no_grad():
+                nn.init.dirac_(conv.weight[:c_in])
+        bn.weight.requires_grad_(bn_scale)
+        super().__init__(conv, bn, nn.ReLU(inplace=True))
 
 
 class Residual(nn.Module):
     """x + ConvBN(ConvBN(x)) (the ResNet-9 residual block)."""
 
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, **opts: bool) -> None:
         super().__init__()
-        self.body = nn.Sequential(ConvBN(c, c), ConvBN(c, c))
+        self.body = nn.Sequential(ConvBN(c, c, **opts), ConvBN(c, c, **opts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -67,8 +79,8 @@ class Residual(nn.Module):
 class Stage(nn.Sequential):
     """MaxPool 2x2 -> ConvBN(c_in -> c_out) -> Residual(c_out)."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(nn.MaxPool2d(2), ConvBN(c_in, c_out), Residual(c_out))
+    def __init__(self, c_in: int, c_out: int, **opts: bool) -> None:
+        super().__init__(nn.MaxPool2d(2), ConvBN(c_in, c_out, **opts), Residual(c_out, **opts))
 
 
 class ResNet(FlipAveraged):
@@ -82,10 +94,11 @@ class ResNet(FlipAveraged):
         super().__init__()
         self.cfg = cfg
         w1, w2, w3 = cfg.widths
-        self.stem = ConvBN(1, cfg.stem)                    # (B, stem, 28, 28)
-        self.stages = nn.Sequential(Stage(cfg.stem, w1),   # (B, w1, 14, 14)
-                                    Stage(w1, w2),         # (B, w2, 7, 7)
-                                    Stage(w2, w3))         # (B, w3, 3, 3)
+        opts = dict(bn_scale=cfg.bn_scale, dirac=cfg.dirac)
+        self.stem = ConvBN(1, cfg.stem, **opts)                    # (B, stem, 28, 28)
+        self.stages = nn.Sequential(Stage(cfg.stem, w1, **opts),   # (B, w1, 14, 14)
+                                    Stage(w1, w2, **opts),         # (B, w2, 7, 7)
+                                    Stage(w2, w3, **opts))         # (B, w3, 3, 3)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(w3, cfg.num_classes)
 
