@@ -1,6 +1,7 @@
 """airbench94's network and optimizer tricks on `cnn_best` (issue 26): BatchNorm biases at a multiple
-of the lr (`bias_lr_scale`), fixed BatchNorm scales (`bn_scale=false`) and identity-initialised
-convolutions (`dirac=true`); docs/performance.md measures them."""
+of the lr (`bias_lr_scale`), fixed BatchNorm scales (`bn_scale=false`), identity-initialised
+convolutions (`dirac=true`) and a frozen patch-whitening stem (`whiten=true`); docs/performance.md
+measures them."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import pytest
 import torch
 import torch.nn as nn
 from helpers_engine import one_thread  # noqa: F401  (autouse: one PyTorch thread per test)
-from helpers_engine import stub_speed, train_tiny, weights
+from helpers_engine import interrupt_in_epoch, same_tensors, stub_speed, tiny_dataset, train_tiny, weights
+
+from fmbench import runs
 
 from fmbench.config import TrainConfig, apply_overrides, config_hash
 from fmbench.engine.optim import make_optimizer, make_scheduler
 from fmbench.errors import ConfigError
-from fmbench.models.resnet import ConvBN, ResNet, ResNetConfig
+from fmbench.data.batches import make_splits, to_input
+from fmbench.models.resnet import ConvBN, ResNet, ResNetConfig, Whiten
 from fmbench.spec import read_spec
 
 SGD = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=2, schedule="onecycle")
@@ -95,3 +99,46 @@ def test_the_cnn_record_attempt_named_before_these_settings_keeps_its_name():
                                  (ResNetConfig(**{**vars(spec.model_cfg), "bn_scale": False}), spec.train_cfg),
                                  (spec.model_cfg, apply_overrides(spec.train_cfg, {"bias_lr_scale": "64"}))]:
         assert config_hash(spec.model, model_cfg, train_cfg, spec.data["key"], spec.device) != spec.hash
+
+
+def test_whiten_needs_the_stem_width_it_makes():
+    with pytest.raises(ConfigError, match="whiten makes the stem the 18 whitening filters of 3x3 patches .*: set "
+                                          "stem=18, got stem=32"):
+        ResNetConfig(whiten=True)
+
+
+def test_whitening_filters_decorrelate_the_patches_they_were_fitted_on():
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(64, 1, 30, 30), 3, stride=1)   # neighbours correlate
+    whiten = Whiten()
+    whiten.init_from_data(smooth, eps=0.0)                         # airbench's eps only damps the weakest
+    patches = torch.nn.functional.unfold(smooth, 3).transpose(1, 2).reshape(-1, 9)
+    out = patches @ whiten[0].weight[:9].reshape(9, 9).T                              # the 9 eigen-directions
+    cov = out.T @ out / len(out)
+    torch.testing.assert_close(cov.diagonal(), torch.ones(9), atol=0.01, rtol=0)       # unit variance each...
+    assert (cov - torch.diag(cov.diagonal())).abs().max() < 0.01                       # ...and uncorrelated
+    torch.testing.assert_close(whiten[0].weight[9:], -whiten[0].weight[:9])             # and their negatives
+    whiten.init_from_data(smooth)                                                      # the default eps:
+    damped = (patches @ whiten[0].weight[:9].reshape(9, 9).T).pow(2).mean(0)           # strongest first, at ~1
+    assert damped[0] > 0.99 and (damped[:-1] >= damped[1:] - 1e-3).all() and damped[-1] < 0.9
+
+
+def test_a_whitened_run_fits_its_stem_to_its_training_images_keeps_it_frozen_and_resumes_exactly(tmp_path,
+                                                                                                  monkeypatch):
+    stub_speed(monkeypatch)
+    settings = dict(epochs=2, optimizer="sgd", lr=0.05, whiten=True, stem=18)
+    reference = train_tiny(tmp_path / "reference", "cnn_best", **settings)
+    w = weights(reference / "best.safetensors")
+    spec = read_spec(reference)
+    fitted = Whiten()
+    cfg = spec.train_cfg
+    fitted.init_from_data(to_input(make_splits(tiny_dataset(), cfg, torch.device("cpu")).train_x[:5000]))
+    torch.testing.assert_close(w["stem.0.weight"], fitted[0].weight, rtol=0, atol=0)   # frozen after fitting
+    assert w["stem.0.bias"].abs().sum() > 0                                            # its bias learns
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        interrupt_in_epoch(mp, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train_tiny(run_dir, "cnn_best", **settings)
+    runs.resume(run_dir, tiny_dataset(), "cpu")
+    assert same_tensors(weights(run_dir / "best.safetensors"), w)

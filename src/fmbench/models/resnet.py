@@ -26,7 +26,7 @@ class ResNetConfig:
     """Widths of the stem and the three stages, head dropout, and the test-time views averaged."""
 
     # Settings added after runs were named, at the behaviour those runs had (config.config_hash).
-    IDENTITY_NEUTRAL = {"tta_shift": False, "bn_scale": True, "dirac": False}
+    IDENTITY_NEUTRAL = {"tta_shift": False, "bn_scale": True, "dirac": False, "whiten": False}
 
     stem: int = 32
     widths: tuple[int, int, int] = (64, 128, 256)
@@ -35,6 +35,7 @@ class ResNetConfig:
     tta_shift: bool = False   # eval only: and of x shifted 1 pixel both ways (models/layers.py, tta_views)
     bn_scale: bool = True     # False: BatchNorm scales fixed at 1, only its biases learn (airbench)
     dirac: bool = False       # each conv starts as the identity on its first c_in outputs (airbench's init)
+    whiten: bool = False      # the stem is a frozen patch-whitening conv (airbench): needs stem=18 (2 x 3 x 3)
     num_classes: int = 10
 
     def __post_init__(self) -> None:
@@ -45,6 +46,9 @@ class ResNetConfig:
             raise ConfigError("stem and widths must be >= 1")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.whiten and self.stem != Whiten.OUT:
+            raise ConfigError(f"whiten makes the stem the {Whiten.OUT} whitening filters of 3x3 patches "
+                              f"(each eigenvector and its negative): set stem={Whiten.OUT}, got stem={self.stem}")
 
 
 class ConvBN(nn.Sequential):
@@ -63,6 +67,34 @@ class ConvBN(nn.Sequential):
                 nn.init.dirac_(conv.weight[:c_in])
         bn.weight.requires_grad_(bn_scale)
         super().__init__(conv, bn, nn.ReLU(inplace=True))
+
+
+class Whiten(nn.Sequential):
+    """airbench94's first layer: a frozen 3x3 conv whose filters whiten the training images' 3x3 patches
+    (the eigenvectors of their covariance, each scaled by 1 / sqrt(eigenvalue + eps), and their negatives,
+    so the ReLU after it keeps both signs), then a learned bias and ReLU. `init_from_data` sets the
+    filters; `engine.loop.fit` calls it on a new run's first 5,000 training images (a resumed or loaded
+    run has them in its weights)."""
+
+    SIZE = 3
+    OUT = 2 * SIZE * SIZE
+
+    def __init__(self) -> None:
+        conv = nn.Conv2d(1, self.OUT, self.SIZE, padding=self.SIZE // 2, bias=True)
+        conv.weight.requires_grad_(False)
+        nn.init.zeros_(conv.bias)
+        super().__init__(conv, nn.ReLU(inplace=True))
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, eps: float = 5e-4) -> None:
+        """x: training images as the model sees them, (N, 1, 28, 28)."""
+        k = self.SIZE
+        patches = nn.functional.unfold(x.float(), k).transpose(1, 2).reshape(-1, k * k)   # (N * 26 * 26, 9)
+        cov = patches.T @ patches / len(patches)
+        values, vectors = torch.linalg.eigh(cov.double())                                # ascending
+        eps = eps * values.mean()          # airbench's 5e-4 is for unit-variance pixels; ours are in [0, 1]
+        filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0).float().view(-1, 1, k, k)
+        self[0].weight.copy_(torch.cat([filters, -filters]))
 
 
 class Residual(nn.Module):
@@ -95,12 +127,17 @@ class ResNet(FlipAveraged):
         self.cfg = cfg
         w1, w2, w3 = cfg.widths
         opts = dict(bn_scale=cfg.bn_scale, dirac=cfg.dirac)
-        self.stem = ConvBN(1, cfg.stem, **opts)                    # (B, stem, 28, 28)
+        self.stem = Whiten() if cfg.whiten else ConvBN(1, cfg.stem, **opts)   # (B, stem, 28, 28)
         self.stages = nn.Sequential(Stage(cfg.stem, w1, **opts),   # (B, w1, 14, 14)
                                     Stage(w1, w2, **opts),         # (B, w2, 7, 7)
                                     Stage(w2, w3, **opts))         # (B, w3, 3, 3)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(w3, cfg.num_classes)
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation before training (`whiten`); nothing otherwise."""
+        if isinstance(self.stem, Whiten):
+            self.stem.init_from_data(x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
