@@ -191,8 +191,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, run_dir: Path, preci
     from tqdm import tqdm
 
     device, raw, main = splits.train_x.device, model, D.is_main()
-    if hasattr(raw, "init_from_data") and not resume:     # data-dependent layers (models/resnet.py: Whiten)
-        raw.init_from_data(to_input(splits.train_x[:5000]))
+    if hasattr(raw, "init_from_data"):   # data-dependent layers (models/resnet.py: Whiten); on resume,
+        raw.init_from_data(to_input(splits.train_x[:5000]))   # restore() loads the checkpoint's over them
     net = cpu_view(raw) if device.type == "cpu" and not cfg.compile else raw
     net = torch.compile(net) if cfg.compile else net
     if D.world_size() > 1:

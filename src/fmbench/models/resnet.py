@@ -72,9 +72,11 @@ class ConvBN(nn.Sequential):
 class Whiten(nn.Sequential):
     """airbench94's first layer: a frozen 3x3 conv whose filters whiten the training images' 3x3 patches
     (the eigenvectors of their covariance, each scaled by 1 / sqrt(eigenvalue + eps), and their negatives,
-    so the ReLU after it keeps both signs), then a learned bias and ReLU. `init_from_data` sets the
-    filters; `engine.loop.fit` calls it on a new run's first 5,000 training images (a resumed or loaded
-    run has them in its weights)."""
+    so the ReLU after it keeps both signs), then a bias and ReLU. airbench's inputs have zero mean; ours
+    are in [0, 1], so the bias starts at minus each filter's response to the mean patch (then learns),
+    and each output starts centred as airbench's are. `init_from_data` sets both; `engine.loop.fit`
+    calls it before training on the run's first 5,000 training images (a resumed run's checkpoint
+    then overwrites them with its own; a loaded run has them in its weights)."""
 
     SIZE = 3
     OUT = 2 * SIZE * SIZE
@@ -88,13 +90,16 @@ class Whiten(nn.Sequential):
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, eps: float = 5e-4) -> None:
         """x: training images as the model sees them, (N, 1, 28, 28)."""
-        k = self.SIZE
-        patches = nn.functional.unfold(x.float(), k).transpose(1, 2).reshape(-1, k * k)   # (N * 26 * 26, 9)
-        cov = patches.T @ patches / len(patches)
-        values, vectors = torch.linalg.eigh(cov.double())                                # ascending
+        k, conv = self.SIZE, self[0]
+        patches = nn.functional.unfold(x.float().cpu(), k).transpose(1, 2).reshape(-1, k * k).double()
+        mean = patches.mean(0)                                                          # (9,)
+        centred = patches - mean                                                        # (N * 26 * 26, 9)
+        values, vectors = torch.linalg.eigh(centred.T @ centred / len(centred))        # ascending
         eps = eps * values.mean()          # airbench's 5e-4 is for unit-variance pixels; ours are in [0, 1]
-        filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0).float().view(-1, 1, k, k)
-        self[0].weight.copy_(torch.cat([filters, -filters]))
+        filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0)                  # (9, 9), strongest first
+        weight = torch.cat([filters, -filters])                                         # (18, 9)
+        conv.weight.copy_(weight.view(self.OUT, 1, k, k))
+        conv.bias.copy_(-(weight @ mean))
 
 
 class Residual(nn.Module):
