@@ -27,8 +27,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                 weight_decay=cfg.weight_decay, foreach=True)
     if cfg.bias_lr_scale != 1:
-        # airbench: BatchNorm biases (and here scales, if they learn) at 64x the lr with their decay divided by as much (lr x decay, the
-        # shrink per step, unchanged). Weights first: the loop logs param_groups[0]'s lr as the run's.
+        # airbench: BatchNorm biases (and here scales, if they learn) at 64x the lr, their decay divided
+        # by as much (lr x decay, the shrink per step, unchanged). Weights first: the loop logs
+        # param_groups[0]'s lr as the run's.
         scale, norm = cfg.bias_lr_scale, {id(p) for p in _norm_parameters(model)}
         params = [{"params": [p for p in params if id(p) not in norm]},
                   {"params": [p for p in params if id(p) in norm], "lr": cfg.lr * scale,
