@@ -12,8 +12,8 @@ from fmbench.cli.common import (RAW, add_data_args, add_device_args, add_sharing
 
 EPILOG = """examples:
   fmbench run                                      the study's CNN and ViT on their fast recipes, beside the
-                                                   shipped cnn_best and vit_best (7 min 22 s measured on 2 CPU cores)
-  fmbench run --pretrained                         all four shipped models, evaluated only (~2 min)
+                                                   shipped cnn_best, vit_best and hybrid_best (~9 min on 2 CPU cores)
+  fmbench run --pretrained                         the five models' shipped weights, evaluated only (~3 min)
   fmbench run --preset seed                        cnn_seed and vit_seed on the study's exact recipe (hours on a CPU)
   fmbench run --seeds 3 --out study3               3 seeds per trained model: mean +- std and a test over seeds
   fmbench run --models cnn_seed --set epochs=3     any --set applies to every trained model
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "interrupted ones), evaluate all of them on the same test set, and write "
                                    "report.md, report.html and figures to the output directory.")
     p.add_argument("--models", help="comma-separated model names (default: the default study: cnn_seed and "
-                                    "vit_seed trained with preset fast, cnn_best and vit_best shipped)")
+                                    "vit_seed trained with preset fast, cnn_best, vit_best and hybrid_best "
+                                    "shipped)")
     add_training_args(p, " for every trained model")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="train each model N times (seeds count up)")
     p.add_argument("--out", type=Path, default=Path("fmbench-study"), metavar="DIR",

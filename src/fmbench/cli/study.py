@@ -13,7 +13,7 @@ EPILOG = """examples:
   fmbench study data-size                                   cnn_seed and vit_seed (fast), 6 sizes, 2 seeds (~45 min)
   fmbench study data-size --sizes 1000,5000 --seeds 1 --out ds
   fmbench study data-size --workers 2 --set threads=1       two processes of one thread share the runs
-  fmbench study robustness                                  the four shipped models, 14 corruptions x 5 severities
+  fmbench study robustness                                  every shipped model, 14 corruptions x 5 severities
   fmbench study robustness runs/cnn_seed-fast-seed42-1a2b3c4d --weights vit_best --corruptions rotate,gaussian_blur
   fmbench study equal-budget --budget 20m --set train_size=10000    each model searched for 20 min, then 3 seeds
   fmbench compare fmbench-study/runs/* robustness-study    add a study's section to the main report
