@@ -341,9 +341,12 @@ def test_two_workers_creating_a_new_databases_tables_at_once_retry(monkeypatch, 
     tries again instead of failing; an unreachable database is still one line at the first try."""
     import sqlalchemy
 
+    import functools
+
     calls = []
     real = optuna.storages.RDBStorage
 
+    @functools.wraps(real)   # keeps RDBStorage's signature, which open_storage reads for the callback's name
     def racing(url, **kw):
         calls.append(url)
         if url.endswith("new.db") and len(calls) == 1:
