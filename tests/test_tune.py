@@ -5,6 +5,7 @@ images whose class shows, so that the recipe moves the validation accuracy; seco
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -340,8 +341,6 @@ def test_two_workers_creating_a_new_databases_tables_at_once_retry(monkeypatch, 
     """The loser of the race to create a new database's tables (a duplicate alembic_version row)
     tries again instead of failing; an unreachable database is still one line at the first try."""
     import sqlalchemy
-
-    import functools
 
     calls = []
     real = optuna.storages.RDBStorage
