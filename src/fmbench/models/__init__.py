@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from fmbench.config import TrainConfig, apply_overrides, split_overrides
 from fmbench.errors import ConfigError
+from fmbench.models.cifar_resnet import CifarResNet, CifarResNetConfig
 from fmbench.models.cnn import CNNSeed, CNNSeedConfig
 from fmbench.models.hybrid import Hybrid, HybridConfig
 from fmbench.models.resnet import ResNet, ResNetConfig
@@ -78,6 +79,13 @@ VIT_BEST_FAST = dict(VIT_BEST_SHORT, spt=True, lsa=True, epochs=24)
 # tokenizer learns faster per step than the ViT's linear patch embedding.
 HYBRID_FAST = dict(VIT_BEST_SHORT, epochs=10, warmup_epochs=1)
 
+# cnn_resnet20 `record` (issue 26): cnn_best's record attempts' recipe (SGD, warmup then linear decay,
+# label smoothing, 200 epochs, shifted test views, 98% of the images for training, the last epoch
+# kept) at the Random Erasing paper's batch (128) and augmentation (erasing on half the images,
+# shifts of up to 4 pixels, flips) on the paper's network.
+CNN_RESNET20_RECORD = dict(CNN_BEST, epochs=200, warmup_epochs=3, batch_size=128, val_fraction=0.02,
+                           restore_best=False, aug_erase=0.5, aug_translate=4, tta_shift=True, threads=0)
+
 
 # Search spaces (`fmbench tune`): ranges around each model's default preset, wide enough to move
 # the result and narrow enough for a search of tens of trials (`--space` and `--set` change them).
@@ -96,6 +104,7 @@ VIT_SEED_SPACE = _space((3e-4, 3e-3), (1e-3, 0.1), (2, 8), dropout=Float(0.0, 0.
                         aug_translate=Int(0, 2))
 CNN_BEST_SPACE = _space((0.02, 0.3), (1e-4, 1e-3), (4, 16), dropout=Float(0.0, 0.3), aug_translate=Int(0, 3),
                         aug_erase=Float(0.0, 0.5))
+CNN_RESNET20_SPACE = _space((0.02, 0.3), (1e-4, 1e-3), (4, 16), aug_translate=Int(0, 4), aug_erase=Float(0.0, 0.5))
 VIT_BEST_SPACE = _space((3e-4, 3e-3), (0.01, 0.1), (4, 20), drop_path=Float(0.0, 0.1), aug_translate=Int(0, 3),
                         aug_erase=Float(0.0, 0.3))
 
@@ -164,6 +173,18 @@ REGISTRY: dict[str, ModelSpec] = {
                             "a ~2-minute smoke test of the recipe (2 epochs, 5,000 images), not a result"),
         },
         space=CNN_BEST_SPACE,
+    ),
+    "cnn_resnet20": ModelSpec(
+        CifarResNetConfig, CifarResNet, "the Random Erasing paper's ResNet-20 (3x3 basic blocks of 16/32/64 at "
+                                        "28/14/7 pixels, flip TTA)", "cnn", "strong", "record",
+        presets={
+            "record": Preset(CNN_RESNET20_RECORD, "issue 26's CNN record attempt: 200 epochs at batch 128 with the "
+                                                  "paper's augmentation (~2.5 h on 2 cores); not yet measured"),
+            "smoke": Preset({**CNN_RESNET20_RECORD, "epochs": 2, "warmup_epochs": 0.5, "train_size": 5000,
+                             "val_fraction": 0.1},
+                            "a ~2-minute smoke test of the recipe (2 epochs, 5,000 images), not a result"),
+        },
+        space=CNN_RESNET20_SPACE,
     ),
     "vit_best": ModelSpec(
         ViTBestConfig, ViT, "ViT (patch 4, dim 128, 4x32-dim heads, 6 layers, GAP, sin-cos, flip TTA)", "vit",
