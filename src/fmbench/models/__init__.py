@@ -179,7 +179,7 @@ REGISTRY: dict[str, ModelSpec] = {
                                         "28/14/7 pixels, flip TTA)", "cnn", "strong", "record",
         presets={
             "record": Preset(CNN_RESNET20_RECORD, "issue 26's CNN record attempt: 200 epochs at batch 128 with the "
-                                                  "paper's augmentation (~2.5 h on 2 cores); not yet measured"),
+                                                  "paper's augmentation (~1.8 h on 2 cores); not yet measured"),
             "smoke": Preset({**CNN_RESNET20_RECORD, "epochs": 2, "warmup_epochs": 0.5, "train_size": 5000,
                              "val_fraction": 0.1},
                             "a ~2-minute smoke test of the recipe (2 epochs, 5,000 images), not a result"),
