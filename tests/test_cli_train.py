@@ -202,6 +202,8 @@ def test_resume_of_a_finished_run_changes_nothing(cli_run, run_cli, tmp_path, mo
     (["train"], "missing MODEL (see `fmbench models`) or --resume RUN_DIR"),
     (["train", "cnn_seed", "--resume", "somewhere"], "give either MODEL or --resume RUN_DIR, not both"),
     (["train", "--resume", "no/such/run"], "no/such/run: run directory does not exist"),
+    (["train", "cnn_resnet20", "--set", "depth=44"], "depth must be 6n + 2 between 8 and 38 (basic blocks; the "
+                                                     "paper's code builds bottleneck blocks from 44), got 44"),
 ])
 def test_train_argument_errors(run_cli, argv, message):
     code, out, err = run_cli(*argv)
